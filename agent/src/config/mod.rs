@@ -1,0 +1,526 @@
+//! Configuration: the local YAML file (Patroni's schema), `PATRONI_*` environment
+//! overrides, and the cluster-wide dynamic configuration stored in etcd.
+//!
+//! Rule: loading is pure parsing plus validation; nothing here starts anything.
+//! An unknown key is a warning naming it, a wrong type or a missing required key
+//! is an error naming the key and the file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+mod load;
+
+pub use load::{load_file, load_str, ConfigError};
+
+/// The local configuration of one node (Patroni's YAML file).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Config {
+    /// Cluster name; all members of one cluster share it.
+    pub scope: String,
+    /// Key prefix in etcd, default `/service/`.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// This member's name, unique in the cluster.
+    pub name: String,
+    #[serde(default)]
+    pub log: LogConfig,
+    pub restapi: RestApiConfig,
+    pub etcd3: Etcd3Config,
+    #[serde(default)]
+    pub bootstrap: BootstrapConfig,
+    pub postgresql: PostgresqlConfig,
+    #[serde(default)]
+    pub tags: Tags,
+    #[serde(default)]
+    pub watchdog: Option<Value>,
+    #[serde(default)]
+    pub ctl: Option<Value>,
+    /// The file this configuration was read from (for error messages).
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+fn default_namespace() -> String {
+    "/service/".to_string()
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct LogConfig {
+    /// `DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL` (Patroni's names) or tracing's.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct RestApiConfig {
+    /// `host:port` to bind the REST API to.
+    pub listen: String,
+    /// `host:port` other members and clients use to reach this API.
+    pub connect_address: String,
+    #[serde(default)]
+    pub authentication: Option<BasicAuth>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Etcd3Config {
+    /// A single `host[:port]`.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// A list of `host[:port]`, or one comma-separated string. Wins over `host`.
+    #[serde(default)]
+    pub hosts: Option<StringOrList>,
+    /// Default port for hosts given without one (2379).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// One endpoint as a URL (`http://host:port`). Wins over `hosts` and `host`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `http` (default) or `https` (not supported yet).
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+impl Etcd3Config {
+    /// All configured endpoints as `http://host:port` URLs. Same precedence as
+    /// Patroni: `url`, else `hosts`, else `host`; a missing port is `port` or 2379.
+    pub fn endpoints(&self) -> Vec<String> {
+        if let Some(url) = self.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            return vec![url.trim_end_matches('/').to_string()];
+        }
+        let protocol = self.protocol.as_deref().unwrap_or("http");
+        let default_port = self.port.unwrap_or(2379);
+        let mut hosts = self.hosts.as_ref().map(|h| h.items()).unwrap_or_default();
+        hosts.retain(|h| !h.trim().is_empty());
+        if hosts.is_empty() {
+            hosts.extend(self.host.iter().filter(|h| !h.trim().is_empty()).cloned());
+        }
+        hosts
+            .iter()
+            .map(|h| {
+                let h = h.trim();
+                let has_port = if h.starts_with('[') {
+                    h.contains("]:")
+                } else {
+                    h.rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+                };
+                if h.contains("://") {
+                    h.to_string()
+                } else if has_port {
+                    format!("{protocol}://{h}")
+                } else if h.contains(':') && !h.starts_with('[') {
+                    format!("{protocol}://[{h}]:{default_port}")
+                } else {
+                    format!("{protocol}://{h}:{default_port}")
+                }
+            })
+            .collect()
+    }
+}
+
+/// Patroni accepts either a YAML list or a comma-separated string in several places.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => s
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect(),
+            StringOrList::Many(v) => v.iter().map(|x| x.trim().to_string()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct BootstrapConfig {
+    /// Seeds the dynamic configuration in etcd when the cluster is created.
+    #[serde(default)]
+    pub dcs: Value,
+    /// Options for initdb: strings (`data-checksums`) or one-key maps (`encoding: UTF8`).
+    #[serde(default)]
+    pub initdb: Vec<InitdbOption>,
+    /// Legacy: pg_hba lines used when `postgresql.pg_hba` is not set.
+    #[serde(default)]
+    pub pg_hba: Option<Vec<String>>,
+    /// Script run on the new primary after initdb (`post_bootstrap` or `post_init`).
+    #[serde(default)]
+    pub post_bootstrap: Option<String>,
+    #[serde(default)]
+    pub post_init: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum InitdbOption {
+    Flag(String),
+    KeyValue(BTreeMap<String, Value>),
+}
+
+impl InitdbOption {
+    /// Render as initdb command line arguments (`--encoding=UTF8`, `--data-checksums`).
+    pub fn to_args(&self) -> Vec<String> {
+        match self {
+            InitdbOption::Flag(f) => vec![format!("--{}", f.trim_start_matches('-'))],
+            InitdbOption::KeyValue(m) => m
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    format!("--{}={}", k.trim_start_matches('-'), v)
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct PostgresqlConfig {
+    /// `host[,host...]:port` postgres listens on (`listen_addresses` and `port`).
+    pub listen: String,
+    /// `host:port` other members and clients use to reach this postgres.
+    pub connect_address: String,
+    #[serde(default)]
+    pub proxy_address: Option<String>,
+    pub data_dir: PathBuf,
+    /// Directory of postgres binaries; when absent, PATH and `/usr/lib/postgresql/*/bin` are searched.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub config_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub pgpass: Option<PathBuf>,
+    pub authentication: Authentication,
+    /// Local postgres parameters (merged over the dynamic `postgresql.parameters`).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub pg_hba: Option<Vec<String>>,
+    #[serde(default)]
+    pub pg_ident: Option<Vec<String>>,
+    #[serde(default)]
+    pub use_pg_rewind: Option<bool>,
+    #[serde(default)]
+    pub remove_data_directory_on_rewind_failure: bool,
+    #[serde(default)]
+    pub remove_data_directory_on_diverged_timelines: bool,
+    /// Extra pg_basebackup options: strings or one-key maps, like `bootstrap.initdb`.
+    #[serde(default)]
+    pub basebackup: Vec<InitdbOption>,
+    /// Unsupported keys we accept and ignore (warned about).
+    #[serde(default)]
+    pub create_replica_methods: Option<Value>,
+    #[serde(default)]
+    pub callbacks: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Authentication {
+    pub superuser: Credentials,
+    pub replication: Credentials,
+    #[serde(default)]
+    pub rewind: Option<Credentials>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct Credentials {
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// Member tags (Patroni's `tags` section). Unknown tags are kept and published.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Tags {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nofailover: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noloadbalance: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clonefrom: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicatefrom: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nosync: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nostream: Option<bool>,
+    /// Any other user tag.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+impl Tags {
+    /// True when this member must never be promoted. `nofailover: true` wins over
+    /// `failover_priority`; `failover_priority <= 0` alone also forbids promotion.
+    pub fn nofailover(&self) -> bool {
+        match (self.nofailover, self.failover_priority) {
+            (Some(b), _) => b,
+            (None, Some(p)) => p <= 0,
+            (None, None) => false,
+        }
+    }
+
+    /// Priority among equally advanced candidates (higher wins); 0 when not allowed.
+    pub fn failover_priority(&self) -> i64 {
+        if self.nofailover() {
+            0
+        } else {
+            self.failover_priority.unwrap_or(1)
+        }
+    }
+
+    pub fn noloadbalance(&self) -> bool {
+        self.noloadbalance.unwrap_or(false)
+    }
+
+    pub fn clonefrom(&self) -> bool {
+        self.clonefrom.unwrap_or(false)
+    }
+
+    pub fn nosync(&self) -> bool {
+        self.nosync.unwrap_or(false)
+    }
+
+    /// Tags as published in the member key and `/patroni` (only what is set).
+    pub fn to_json(&self) -> serde_json::Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// A warning when `nofailover` and `failover_priority` contradict each other.
+    pub fn contradiction(&self) -> Option<String> {
+        match (self.nofailover, self.failover_priority) {
+            (Some(true), Some(p)) if p > 0 => Some(format!(
+                "conflicting tags: nofailover: true and failover_priority: {p}; nofailover wins"
+            )),
+            (Some(false), Some(p)) if p <= 0 => Some(format!(
+                "conflicting tags: nofailover: false and failover_priority: {p}; the node will not be promoted"
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// The etcd key prefix of this cluster: `/<namespace>/<scope>/`.
+    pub fn cluster_prefix(&self) -> String {
+        cluster_prefix(&self.namespace, &self.scope)
+    }
+
+    /// Whether pg_rewind may be used: local setting wins over the dynamic one.
+    pub fn use_pg_rewind(&self, dynamic: &DynamicConfig) -> bool {
+        self.postgresql
+            .use_pg_rewind
+            .unwrap_or(dynamic.postgresql.use_pg_rewind)
+    }
+
+    /// The dynamic configuration to seed etcd with (`bootstrap.dcs` over defaults).
+    pub fn bootstrap_dynamic(&self) -> Value {
+        match &self.bootstrap.dcs {
+            Value::Object(_) => self.bootstrap.dcs.clone(),
+            _ => Value::Object(Default::default()),
+        }
+    }
+}
+
+/// `/<namespace>/<scope>/` with duplicate slashes collapsed.
+pub fn cluster_prefix(namespace: &str, scope: &str) -> String {
+    let ns = namespace.trim_matches('/');
+    if ns.is_empty() {
+        format!("/{scope}/")
+    } else {
+        format!("/{ns}/{scope}/")
+    }
+}
+
+/// The cluster-wide configuration (the `config` key in etcd), typed view.
+///
+/// The raw JSON is kept next to it by callers so that unknown keys survive a rewrite.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DynamicConfig {
+    pub ttl: f64,
+    pub loop_wait: f64,
+    pub retry_timeout: f64,
+    pub maximum_lag_on_failover: u64,
+    pub maximum_lag_on_syncnode: i64,
+    pub primary_start_timeout: f64,
+    pub primary_stop_timeout: f64,
+    pub synchronous_mode: bool,
+    pub synchronous_mode_strict: bool,
+    pub synchronous_node_count: u32,
+    pub check_timeline: bool,
+    pub max_timelines_history: u32,
+    pub member_slots_ttl: f64,
+    pub pause: bool,
+    pub postgresql: DynamicPostgresql,
+    pub slots: Option<Value>,
+}
+
+impl Default for DynamicConfig {
+    fn default() -> Self {
+        DynamicConfig {
+            ttl: 30.0,
+            loop_wait: 10.0,
+            retry_timeout: 10.0,
+            maximum_lag_on_failover: 1_048_576,
+            maximum_lag_on_syncnode: -1,
+            primary_start_timeout: 300.0,
+            primary_stop_timeout: 0.0,
+            synchronous_mode: false,
+            synchronous_mode_strict: false,
+            synchronous_node_count: 1,
+            check_timeline: false,
+            max_timelines_history: 0,
+            member_slots_ttl: 1800.0,
+            pause: false,
+            postgresql: DynamicPostgresql::default(),
+            slots: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DynamicPostgresql {
+    pub use_pg_rewind: bool,
+    pub use_slots: bool,
+    pub parameters: BTreeMap<String, Value>,
+    pub pg_hba: Option<Vec<String>>,
+}
+
+impl Default for DynamicPostgresql {
+    fn default() -> Self {
+        DynamicPostgresql {
+            use_pg_rewind: false,
+            use_slots: true,
+            parameters: BTreeMap::new(),
+            pg_hba: None,
+        }
+    }
+}
+
+impl DynamicConfig {
+    /// Parse the dynamic configuration from its JSON form, with defaults for what is
+    /// missing. Errors name the offending key.
+    pub fn from_json(v: &Value) -> Result<DynamicConfig, String> {
+        let v = if v.is_null() {
+            Value::Object(Default::default())
+        } else {
+            v.clone()
+        };
+        let cfg: DynamicConfig = serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            format!("{path}: {}", e.into_inner())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Safety rule 2: `ttl >= loop_wait + 2 * retry_timeout`, and sane ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.loop_wait.is_nan() || self.loop_wait <= 0.0 {
+            return Err(format!("loop_wait: must be > 0 (got {})", self.loop_wait));
+        }
+        if self.retry_timeout.is_nan() || self.retry_timeout <= 0.0 {
+            return Err(format!(
+                "retry_timeout: must be > 0 (got {})",
+                self.retry_timeout
+            ));
+        }
+        if self.ttl.is_nan() || self.ttl <= 0.0 {
+            return Err(format!("ttl: must be > 0 (got {})", self.ttl));
+        }
+        if self.ttl < self.loop_wait + 2.0 * self.retry_timeout {
+            return Err(format!(
+                "ttl: must be >= loop_wait + 2 * retry_timeout ({} < {} + 2 * {})",
+                self.ttl, self.loop_wait, self.retry_timeout
+            ));
+        }
+        if self.primary_start_timeout < 0.0 {
+            return Err("primary_start_timeout: must be >= 0".into());
+        }
+        Ok(())
+    }
+
+    /// The etcd lease TTL in whole seconds (etcd leases are integral; round up).
+    pub fn lease_ttl_secs(&self) -> i64 {
+        self.ttl.ceil().max(1.0) as i64
+    }
+}
+
+/// Environment variables as a map, so loading can be tested without touching the process env.
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// Find a postgres binary: `bin_dir` if set, else PATH, else `/usr/lib/postgresql/*/bin` (newest first).
+pub fn find_pg_bin_dir(bin_dir: Option<&Path>) -> Option<PathBuf> {
+    if let Some(d) = bin_dir {
+        return Some(d.to_path_buf());
+    }
+    // A complete set of tools: distributions often link only some of them into PATH,
+    // so follow the `postgres` link to the directory it really lives in.
+    let complete = |d: &Path| {
+        [
+            "postgres",
+            "initdb",
+            "pg_controldata",
+            "pg_basebackup",
+            "pg_rewind",
+        ]
+        .iter()
+        .all(|b| d.join(b).is_file())
+    };
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let Ok(real) = std::fs::canonicalize(dir.join("postgres")) else {
+                continue;
+            };
+            if let Some(parent) = real.parent() {
+                if complete(parent) {
+                    return Some(parent.to_path_buf());
+                }
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, p)| p)
+}

@@ -1,0 +1,269 @@
+//! Synchronous mode in the decision: the leader's one step per cycle (shrink the
+//! `sync` key, then `synchronous_standby_names`, then grow the key), the
+//! pre-promote claim, and who may race.
+
+use serde_json::json;
+
+use super::fixtures::*;
+use crate::dcs::model::{Cluster, SyncState};
+use crate::ha::{decide, Action as A, NotHealthiest as NH, Observation, Reason as R, Walsender};
+
+fn ws(name: &str, sync_state: &str, lag: u64) -> Walsender {
+    Walsender {
+        name: name.into(),
+        state: "streaming".into(),
+        sync_state: sync_state.into(),
+        lag,
+    }
+}
+
+fn sync_key(c: &mut Cluster, leader: &str, standbys: &str) {
+    c.sync = Some(SyncState {
+        leader: Some(leader.into()),
+        sync_standby: (!standbys.is_empty()).then(|| standbys.into()),
+        quorum: 0,
+        mod_revision: 9,
+    });
+}
+
+/// We lead with two streaming replicas, synchronous mode on.
+fn leading_sync(extra: serde_json::Value) -> Observation {
+    let mut cfg = json!({"synchronous_mode": true});
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    let c = cluster()
+        .config(cfg)
+        .led_by_me()
+        .with_member(member(ME).primary())
+        .with_member(member("n2"))
+        .with_member(member("n3"));
+    let mut o = obs(c).pg(pg_primary(5 * SEG, 1).slots(&["n2", "n3"]));
+    o.pg.walsenders = vec![ws("n2", "async", 0), ws("n3", "async", 100)];
+    o.pg.sync_standby_names = Some(String::new());
+    o
+}
+
+fn sync_actions(o: &Observation) -> Vec<A> {
+    decide(o, &settings())
+        .actions
+        .into_iter()
+        .filter(|a| {
+            matches!(
+                a,
+                A::WriteSync { .. } | A::DeleteSync { .. } | A::SetSyncNames(_)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn first_claims_the_key_then_names_the_best_standby_then_lists_it() {
+    let mut o = leading_sync(json!({}));
+    // no key yet: claim it with no standby
+    assert_eq!(
+        sync_actions(&o),
+        vec![A::WriteSync {
+            standbys: vec![],
+            mod_revision: None
+        }]
+    );
+    sync_key(o.cluster.as_mut().unwrap(), ME, "");
+    // then synchronous_standby_names: n2 has less lag
+    assert_eq!(sync_actions(&o), vec![A::SetSyncNames("\"n2\"".into())]);
+    // postgres says n2 is sync now: list it in the key
+    o.pg.sync_standby_names = Some("\"n2\"".into());
+    o.pg.walsenders = vec![ws("n2", "sync", 0), ws("n3", "async", 100)];
+    assert_eq!(
+        sync_actions(&o),
+        vec![A::WriteSync {
+            standbys: vec!["n2".into()],
+            mod_revision: Some(9)
+        }]
+    );
+    // settled
+    sync_key(o.cluster.as_mut().unwrap(), ME, "n2");
+    assert_eq!(sync_actions(&o), vec![]);
+    assert!(decide(&o, &settings()).wakeup_in.is_none());
+}
+
+#[test]
+fn a_standby_that_goes_leaves_the_key_before_the_names() {
+    let mut o = leading_sync(json!({}));
+    sync_key(o.cluster.as_mut().unwrap(), ME, "n2");
+    o.pg.sync_standby_names = Some("\"n2\"".into());
+    o.pg.walsenders = vec![ws("n3", "async", 0)]; // n2 disconnected
+    assert_eq!(
+        sync_actions(&o),
+        vec![A::WriteSync {
+            standbys: vec![],
+            mod_revision: Some(9)
+        }]
+    );
+    sync_key(o.cluster.as_mut().unwrap(), ME, "");
+    assert_eq!(sync_actions(&o), vec![A::SetSyncNames("\"n3\"".into())]);
+}
+
+#[test]
+fn strict_mode_without_standbys_blocks_all_commits() {
+    let mut o = leading_sync(json!({"synchronous_mode_strict": true}));
+    sync_key(o.cluster.as_mut().unwrap(), ME, "");
+    o.pg.walsenders = vec![];
+    assert_eq!(sync_actions(&o), vec![A::SetSyncNames("*".into())]);
+    // non-strict: asynchronous instead
+    let mut o = leading_sync(json!({}));
+    sync_key(o.cluster.as_mut().unwrap(), ME, "");
+    o.pg.walsenders = vec![];
+    o.pg.sync_standby_names = Some("*".into());
+    assert_eq!(sync_actions(&o), vec![A::SetSyncNames(String::new())]);
+}
+
+#[test]
+fn tags_and_lag_shape_the_choice() {
+    let mut o = leading_sync(json!({"synchronous_node_count": 2, "maximum_lag_on_syncnode": 1000}));
+    sync_key(o.cluster.as_mut().unwrap(), ME, "");
+    let c = o.cluster.take().unwrap();
+    let c = Cluster {
+        members: vec![
+            member(ME).primary(),
+            member("n2").tag("nosync", json!(true)),
+            member("n3").tag("sync_priority", json!(3)),
+            member("n4"),
+            member("n5"),
+        ],
+        ..c
+    };
+    o.cluster = Some(c);
+    o.pg.walsenders = vec![
+        ws("n2", "async", 0),
+        ws("n3", "async", 500),
+        ws("n4", "async", 10),
+        ws("n5", "async", 5000),
+    ];
+    // n2 is nosync, n5 lags beyond maximum_lag_on_syncnode, n3 has the higher priority
+    assert_eq!(
+        sync_actions(&o),
+        vec![A::SetSyncNames("2 (\"n3\",\"n4\")".into())]
+    );
+}
+
+#[test]
+fn turning_sync_off_deletes_the_key_and_clears_the_names() {
+    let mut o = leading_sync(json!({"synchronous_mode": false}));
+    sync_key(o.cluster.as_mut().unwrap(), ME, "n2");
+    o.pg.sync_standby_names = Some("\"n2\"".into());
+    assert_eq!(
+        sync_actions(&o),
+        vec![
+            A::DeleteSync { mod_revision: 9 },
+            A::SetSyncNames(String::new())
+        ]
+    );
+}
+
+fn unlocked_sync(key_standbys: &str) -> Observation {
+    let mut c = cluster()
+        .config(json!({"synchronous_mode": true}))
+        .with_member(member("n2"))
+        .with_member(member("n3"));
+    sync_key(&mut c, "n2", key_standbys);
+    let mut o = obs(c)
+        .pg(pg_replica(5 * SEG, 5 * SEG, 1))
+        .data(data_standby());
+    o.peers = Some(vec![]);
+    o
+}
+
+#[test]
+fn only_a_listed_sync_standby_races_and_it_claims_the_key_before_promoting() {
+    let o = unlocked_sync("n3");
+    let d = decide(&o, &settings());
+    assert_eq!(d.reason, R::NotHealthiest(NH::NotSynchronous));
+    let o = unlocked_sync("n1");
+    let d = decide(&o, &settings());
+    assert_eq!(d.reason, R::PromotedByAcquiringLock);
+    assert_eq!(
+        d.actions,
+        vec![
+            A::AcquireLeader,
+            A::SetSyncNames("*".into()),
+            A::WriteSync {
+                standbys: vec![],
+                mod_revision: Some(9)
+            },
+            A::Promote,
+        ]
+    );
+}
+
+#[test]
+fn an_async_peer_ahead_does_not_stop_the_sync_standby() {
+    let mut o = unlocked_sync("n1");
+    let mut ahead = crate::ha::PeerStatus {
+        name: "n3".into(),
+        reachable: true,
+        in_recovery: true,
+        wal_position: 9 * SEG,
+        timeline: Some(1),
+        nofailover: false,
+        failover_priority: 1,
+    };
+    o.peers = Some(vec![ahead.clone()]);
+    assert_eq!(decide(&o, &settings()).reason, R::PromotedByAcquiringLock);
+    // but a synchronous peer that is ahead wins
+    sync_key(o.cluster.as_mut().unwrap(), "n2", "n1,n3");
+    ahead.name = "n3".into();
+    o.peers = Some(vec![ahead]);
+    assert_eq!(
+        decide(&o, &settings()).reason,
+        R::NotHealthiest(NH::Ahead("n3".into()))
+    );
+}
+
+#[test]
+fn departed_member_slot_is_kept_until_member_slots_ttl() {
+    // n3 left the cluster 100 s ago; its slot stays (ttl 1800 by default)
+    let c = cluster()
+        .led_by_me()
+        .with_member(member(ME).primary())
+        .with_member(member("n2"));
+    let mut o = obs(c).pg(pg_primary(5 * SEG, 1).slots(&["n2", "n3"]));
+    o.now = 1000.0;
+    o.memory.slot_seen.insert("n2".into(), 1000.0);
+    o.memory.slot_seen.insert("n3".into(), 900.0);
+    let d = decide(&o, &settings());
+    assert!(
+        d.actions.contains(&A::WriteRetainSlots(vec!["n3".into()])),
+        "{d:?}"
+    );
+    assert!(
+        !d.actions.iter().any(|a| matches!(a, A::SyncSlots { .. })),
+        "{d:?}"
+    );
+    // with member_slots_ttl 60 it is dropped
+    let mut o2 = o.clone();
+    o2.cluster.as_mut().unwrap().config = Some(config_of(json!({"member_slots_ttl": 60})));
+    o2.cluster.as_mut().unwrap().leader = o.cluster.as_ref().unwrap().leader.clone();
+    let d = decide(&o2, &settings());
+    assert!(
+        d.actions.contains(&A::SyncSlots {
+            create: vec![],
+            drop: vec!["n3".into()]
+        }),
+        "{d:?}"
+    );
+    // a new leader creates the slots its predecessor kept
+    let mut o3 = o.clone();
+    o3.memory.slot_seen.clear();
+    o3.memory.slot_seen.insert("n3".into(), 1000.0);
+    o3.pg.slots = Some(vec!["n2".into()]);
+    o3.cluster.as_mut().unwrap().status.retain_slots = vec!["n3".into()];
+    let d = decide(&o3, &settings());
+    assert!(
+        d.actions.contains(&A::SyncSlots {
+            create: vec!["n3".into()],
+            drop: vec![]
+        }),
+        "{d:?}"
+    );
+}

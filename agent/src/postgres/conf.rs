@@ -1,0 +1,284 @@
+//! Rendering the files the agent manages in the data directory: `postgresql.conf`
+//! (which includes initdb's original as `postgresql.base.conf`), `pg_hba.conf`,
+//! and the replica settings (`primary_conninfo`, `primary_slot_name`).
+//!
+//! Rule: pure functions from settings to text; writing them is the caller's job.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// Settings the agent always controls (the user cannot turn them off).
+pub const MANAGED: &[&str] = &[
+    "listen_addresses",
+    "port",
+    "cluster_name",
+    "hba_file",
+    "ident_file",
+    "primary_conninfo",
+    "primary_slot_name",
+    "recovery_target_timeline",
+    "hot_standby",
+    "synchronous_standby_names",
+];
+
+/// Defaults the user may override through `postgresql.parameters`.
+pub fn default_parameters() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for (k, v) in [
+        ("wal_level", "replica"),
+        ("wal_log_hints", "on"),
+        ("max_wal_senders", "10"),
+        ("max_replication_slots", "10"),
+        ("wal_keep_size", "128MB"),
+        ("max_connections", "100"),
+        ("max_locks_per_transaction", "64"),
+        ("max_worker_processes", "8"),
+        ("max_prepared_transactions", "0"),
+        ("track_commit_timestamp", "off"),
+        ("wal_retrieve_retry_interval", "1s"),
+    ] {
+        m.insert(k.to_string(), v.to_string());
+    }
+    m
+}
+
+/// A JSON/YAML scalar as a postgresql.conf value (without quoting).
+pub fn param_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => if *b { "on" } else { "off" }.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Quote a value for postgresql.conf: `'...'` with `'` doubled and `\` escaped.
+pub fn quote_conf(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Quote a value for a libpq connection string.
+pub fn quote_libpq(v: &str) -> String {
+    if !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/:".contains(c))
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+}
+
+/// `primary_conninfo` for streaming from `host:port` as `user`.
+pub fn primary_conninfo(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    app_name: &str,
+) -> String {
+    let mut parts = vec![
+        format!("user={}", quote_libpq(user)),
+        format!("host={}", quote_libpq(host)),
+        format!("port={port}"),
+        format!("application_name={}", quote_libpq(app_name)),
+        "sslmode=prefer".to_string(),
+        "connect_timeout=2".to_string(),
+        "keepalives=1".to_string(),
+        "keepalives_idle=5".to_string(),
+        "keepalives_interval=2".to_string(),
+        "keepalives_count=3".to_string(),
+    ];
+    if let Some(p) = password {
+        parts.insert(1, format!("password={}", quote_libpq(p)));
+    }
+    parts.join(" ")
+}
+
+/// What `postgresql.conf` should say for this start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfInput {
+    pub listen_addresses: String,
+    pub port: u16,
+    pub cluster_name: String,
+    /// Dynamic `postgresql.parameters` then local `postgresql.parameters` (local wins).
+    pub parameters: BTreeMap<String, String>,
+    pub hba_file: String,
+    pub ident_file: String,
+    /// Managed by synchronous mode (empty: asynchronous).
+    pub synchronous_standby_names: String,
+    /// Replica settings; `None` renders a primary's configuration.
+    pub standby: Option<StandbyConf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandbyConf {
+    /// Empty when the replica has no upstream yet.
+    pub primary_conninfo: String,
+    pub primary_slot_name: Option<String>,
+}
+
+/// Render `postgresql.conf`.
+pub fn render_postgresql_conf(input: &ConfInput) -> String {
+    let mut params = default_parameters();
+    for (k, v) in &input.parameters {
+        if MANAGED.contains(&k.as_str()) {
+            continue;
+        }
+        params.insert(k.clone(), v.clone());
+    }
+    let mut out = String::new();
+    out.push_str("# Managed by agent. Do not edit: it is rewritten before every start.\n");
+    out.push_str("# Put local changes in postgresql.parameters of the agent's configuration.\n");
+    out.push_str("include_if_exists 'postgresql.base.conf'\n\n");
+    let mut line = |k: &str, v: &str| {
+        out.push_str(&format!("{k} = {}\n", quote_conf(v)));
+    };
+    line("listen_addresses", &input.listen_addresses);
+    line("port", &input.port.to_string());
+    line("cluster_name", &input.cluster_name);
+    line("hba_file", &input.hba_file);
+    line("ident_file", &input.ident_file);
+    line("hot_standby", "on");
+    line(
+        "synchronous_standby_names",
+        &input.synchronous_standby_names,
+    );
+    for (k, v) in &params {
+        line(k, v);
+    }
+    if let Some(s) = &input.standby {
+        line("primary_conninfo", &s.primary_conninfo);
+        if let Some(slot) = &s.primary_slot_name {
+            line("primary_slot_name", slot);
+        }
+        line("recovery_target_timeline", "latest");
+    }
+    out
+}
+
+/// Render `pg_hba.conf` from the configured lines.
+pub fn render_hba(lines: &[String]) -> String {
+    let mut out = String::from("# Managed by agent from postgresql.pg_hba. Do not edit.\n");
+    for l in lines {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// pg_hba lines when the configuration gives none: local trust, password
+/// (scram) for everything over TCP, replication for the replication user.
+pub fn default_hba(replication_user: &str) -> Vec<String> {
+    vec![
+        "local all all trust".to_string(),
+        format!("host replication {replication_user} 0.0.0.0/0 scram-sha-256"),
+        format!("host replication {replication_user} ::/0 scram-sha-256"),
+        "host all all 0.0.0.0/0 scram-sha-256".to_string(),
+        "host all all ::/0 scram-sha-256".to_string(),
+    ]
+}
+
+/// pg_hba during bootstrap, before any password exists: local and loopback only.
+pub fn bootstrap_hba() -> Vec<String> {
+    vec![
+        "local all all trust".to_string(),
+        "host all all 127.0.0.1/32 trust".to_string(),
+        "host all all ::1/128 trust".to_string(),
+    ]
+}
+
+/// Split `host1,host2:port` (Patroni's `listen`) into (`host1,host2`, port).
+pub fn split_listen(listen: &str) -> Option<(String, u16)> {
+    let (hosts, port) = listen.rsplit_once(':')?;
+    let port: u16 = port.trim().parse().ok()?;
+    let hosts = hosts.trim().trim_start_matches('[').trim_end_matches(']');
+    Some((
+        if hosts.is_empty() {
+            "*".to_string()
+        } else {
+            hosts.to_string()
+        },
+        port,
+    ))
+}
+
+/// Parse one line of a timeline history file: `1\t0/3000060\treason`.
+pub fn parse_history_file(text: &str) -> Vec<(u32, u64, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.is_empty() || l.starts_with('#') {
+                return None;
+            }
+            let mut it = l.splitn(3, char::is_whitespace);
+            let tl: u32 = it.next()?.trim().parse().ok()?;
+            let lsn = crate::dcs::model::parse_lsn(it.next()?.trim())?;
+            let reason = it.next().unwrap_or("").trim().to_string();
+            Some((tl, lsn, reason))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_renders_primary_and_standby() {
+        let mut params = BTreeMap::new();
+        params.insert("max_connections".to_string(), "50".to_string());
+        params.insert("port".to_string(), "1".to_string()); // managed: ignored
+        let mut input = ConfInput {
+            listen_addresses: "127.0.0.1".into(),
+            port: 5433,
+            cluster_name: "demo".into(),
+            parameters: params,
+            hba_file: "/d/pg_hba.conf".into(),
+            ident_file: "/d/pg_ident.conf".into(),
+            synchronous_standby_names: String::new(),
+            standby: None,
+        };
+        let text = render_postgresql_conf(&input);
+        assert!(text.contains("port = '5433'"));
+        assert!(text.contains("max_connections = '50'"));
+        assert!(text.contains("wal_level = 'replica'"));
+        assert!(!text.contains("primary_conninfo"));
+        input.standby = Some(StandbyConf {
+            primary_conninfo: primary_conninfo("10.0.0.1", 5432, "rep", Some("it's"), "node2"),
+            primary_slot_name: Some("node2".into()),
+        });
+        let text = render_postgresql_conf(&input);
+        assert!(text.contains("primary_slot_name = 'node2'"));
+        assert!(text.contains("recovery_target_timeline = 'latest'"));
+        assert!(text.contains("application_name=node2"));
+        // the password's quote survives both quoting layers
+        assert!(text.contains(r"password=''it\\''s''"), "{text}");
+    }
+
+    #[test]
+    fn listen_split() {
+        assert_eq!(
+            split_listen("127.0.0.1:5432"),
+            Some(("127.0.0.1".into(), 5432))
+        );
+        assert_eq!(split_listen("*:5432"), Some(("*".into(), 5432)));
+        assert_eq!(split_listen("a,b:6000"), Some(("a,b".into(), 6000)));
+        assert_eq!(split_listen("nope"), None);
+    }
+
+    #[test]
+    fn history_file() {
+        let h =
+            parse_history_file("1\t0/3000060\tno recovery target specified\n\n2\t0/5000000\tx\n");
+        assert_eq!(
+            h,
+            vec![
+                (1, 0x3000060, "no recovery target specified".into()),
+                (2, 0x5000000, "x".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! The local target: three agent nodes of the test harness on loopback, a
+//! three-member etcd, HAProxy in front, and every agent's etcd traffic
+//! through its own cuttable proxies.
+//!
+//! ```text
+//!  writer -> HAProxy :rw/:ro -> node0..2 (agent + postgres)       sampler -> each postgres directly
+//!                                  | etcd traffic through proxy[node][member]
+//!                              etcd0  etcd1  etcd2   (one quorum)
+//! ```
+//!
+//! Rule: network faults exist only inside this process: a partition cuts the
+//! node's proxies (bytes stop in both directions, connections hang, as with a
+//! dropped link), so nothing on the machine outside the suite's own loopback
+//! sockets is touched. Quorum loss is SIGSTOP of two etcd members.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::json;
+
+use super::pg::Pg;
+use super::sampler::Addrs;
+use super::target::{Target, Timings};
+use super::Scenario;
+use crate::{
+    wait_primary, wait_streaming_replicas, ClusterFixture, EtcdCluster, HaproxyFixture, TcpProxy,
+};
+
+/// The superuser password of the harness's clusters.
+const PASSWORD: &str = "postgres";
+/// How long a node gets to stop on SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Three local nodes, three etcd members, HAProxy; owns them all.
+pub struct LocalTarget {
+    // Drop order: HAProxy, the agents (which still reach etcd through healed
+    // proxies, so a primary hands over cleanly), the proxies, etcd.
+    haproxy: HaproxyFixture,
+    cluster: ClusterFixture,
+    proxies: Vec<Vec<TcpProxy>>,
+    etcd: EtcdCluster,
+    addrs: Addrs,
+    timings: Timings,
+    frozen: BTreeSet<usize>,
+    cut: BTreeSet<usize>,
+    paused_etcd: Vec<usize>,
+}
+
+impl LocalTarget {
+    /// Start everything and wait for one primary, two streaming replicas and
+    /// HAProxy routing to the primary.
+    pub async fn start(name: &str, timings: Timings) -> Result<LocalTarget> {
+        let max_lag = timings.maximum_lag_on_failover;
+        let mut cluster = ClusterFixture::builder(name)
+            .nodes(3)
+            .ttl(timings.ttl)
+            .loop_wait(timings.loop_wait)
+            .retry_timeout(timings.retry_timeout)
+            .configure(move |_, cfg| {
+                cfg["bootstrap"]["dcs"]["maximum_lag_on_failover"] = json!(max_lag);
+            })
+            .start_agents(false)
+            .start()
+            .await;
+        let etcd = EtcdCluster::start(&cluster.dir().path().join("etcd-cluster"), 3).await;
+        let mut proxies = Vec::new();
+        for i in 0..cluster.len() {
+            let mut mine = Vec::new();
+            for endpoint in etcd.endpoints() {
+                mine.push(TcpProxy::start(&endpoint).await);
+            }
+            let mut cfg = cluster.node(i).config().clone();
+            cfg["etcd3"]["hosts"] = json!(mine.iter().map(|p| p.endpoint()).collect::<Vec<_>>());
+            cluster.node_mut(i).write_config(cfg);
+            proxies.push(mine);
+        }
+        cluster.start_all();
+        let p = wait_primary(&cluster).await;
+        wait_streaming_replicas(&cluster, p, cluster.len() - 1).await;
+        let haproxy = HaproxyFixture::start(&cluster);
+        haproxy
+            .wait_up(
+                "primary",
+                &[cluster.node(p).name()],
+                Duration::from_secs(30),
+            )
+            .await;
+        let addrs: Addrs = Arc::new(Mutex::new(
+            cluster
+                .nodes()
+                .iter()
+                .map(|n| Pg::new("127.0.0.1", n.pg_port(), PASSWORD))
+                .collect(),
+        ));
+        Ok(LocalTarget {
+            haproxy,
+            cluster,
+            proxies,
+            etcd,
+            addrs,
+            timings,
+            frozen: BTreeSet::new(),
+            cut: BTreeSet::new(),
+            paused_etcd: Vec::new(),
+        })
+    }
+
+    fn check_index(&self, i: usize) -> Result<()> {
+        if i >= self.cluster.len() {
+            bail!("no node {i}");
+        }
+        Ok(())
+    }
+}
+
+impl Target for LocalTarget {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.cluster.names()
+    }
+
+    fn addrs(&self) -> Addrs {
+        self.addrs.clone()
+    }
+
+    fn rw(&self) -> Pg {
+        Pg::new("127.0.0.1", self.haproxy.primary_port(), PASSWORD)
+    }
+
+    fn ro(&self) -> Pg {
+        Pg::new("127.0.0.1", self.haproxy.replica_port(), PASSWORD)
+    }
+
+    fn rest_base(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.cluster.node(i).rest_port())
+    }
+
+    fn rest_auth(&self) -> Option<(String, String)> {
+        None
+    }
+
+    fn prefix(&self) -> String {
+        self.cluster.prefix()
+    }
+
+    fn timings(&self) -> Timings {
+        self.timings
+    }
+
+    fn supports(&self, _: Scenario) -> bool {
+        true
+    }
+
+    fn logs_hint(&self) -> String {
+        self.cluster.dir().path().display().to_string()
+    }
+
+    fn keep(&mut self) {
+        self.cluster.keep_dir();
+    }
+
+    async fn etcd_get(&self, key: &str) -> Result<Option<String>> {
+        self.etcd.try_get(key).await
+    }
+
+    async fn kill_node(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        self.frozen.remove(&i);
+        let node = self.cluster.node_mut(i);
+        if node.pid().is_none() {
+            bail!("{}: agent not running", node.name());
+        }
+        tokio::task::block_in_place(|| node.kill_all());
+        Ok(())
+    }
+
+    async fn stop_node(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        self.frozen.remove(&i);
+        let node = self.cluster.node_mut(i);
+        let name = node.name().to_string();
+        match tokio::task::block_in_place(|| node.stop_term(STOP_TIMEOUT)) {
+            Some(_) => Ok(()),
+            None => Err(anyhow!(
+                "{name}: agent not running or still running {STOP_TIMEOUT:?} after SIGTERM"
+            )),
+        }
+    }
+
+    async fn start_node(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        let node = self.cluster.node_mut(i);
+        if node.is_running() {
+            bail!("{}: agent already running", node.name());
+        }
+        // A killed agent's postgres dies with it (parent-death signal), but
+        // give a postmaster that is still shutting down a moment to go.
+        for _ in 0..50 {
+            if node.postmaster_pid().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        node.start();
+        Ok(())
+    }
+
+    async fn kill_postgres(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        let node = self.cluster.node(i);
+        node.kill_postgres()
+            .map(|_| ())
+            .ok_or_else(|| anyhow!("{}: no postmaster running", node.name()))
+    }
+
+    async fn freeze_agent(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        let node = self.cluster.node(i);
+        if node.pid().is_none() {
+            bail!("{}: agent not running", node.name());
+        }
+        node.pause_agent();
+        self.frozen.insert(i);
+        Ok(())
+    }
+
+    async fn thaw_agent(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        self.cluster.node(i).resume_agent();
+        self.frozen.remove(&i);
+        Ok(())
+    }
+
+    async fn cut_dcs(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        for p in &self.proxies[i] {
+            p.cut();
+        }
+        self.cut.insert(i);
+        Ok(())
+    }
+
+    async fn heal_dcs(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        for p in &self.proxies[i] {
+            p.heal();
+        }
+        self.cut.remove(&i);
+        Ok(())
+    }
+
+    async fn lose_quorum(&mut self, seed: u64) -> Result<String> {
+        let n = self.etcd.len();
+        let survivor = (seed % n as u64) as usize;
+        let victims: Vec<usize> = (0..n).filter(|m| *m != survivor).collect();
+        for m in &victims {
+            self.etcd.pause(*m);
+        }
+        self.paused_etcd = victims.clone();
+        Ok(format!(
+            "SIGSTOP etcd{} (etcd{survivor} left running)",
+            victims
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", etcd")
+        ))
+    }
+
+    async fn restore_quorum(&mut self) -> Result<()> {
+        self.etcd.resume_all();
+        self.paused_etcd.clear();
+        Ok(())
+    }
+
+    async fn heal_all(&mut self) {
+        self.etcd.resume_all();
+        self.paused_etcd.clear();
+        for i in std::mem::take(&mut self.cut) {
+            for p in &self.proxies[i] {
+                p.heal();
+            }
+        }
+        for i in std::mem::take(&mut self.frozen) {
+            self.cluster.node(i).resume_agent();
+        }
+        for i in 0..self.cluster.len() {
+            if !self.cluster.node_mut(i).is_running() {
+                let _ = self.start_node(i).await;
+            }
+        }
+    }
+}
+
+impl Drop for LocalTarget {
+    fn drop(&mut self) {
+        // Agents must reach etcd while they stop, to hand the leader key over.
+        self.etcd.resume_all();
+        for per_node in &self.proxies {
+            for p in per_node {
+                p.heal();
+            }
+        }
+        for i in &self.frozen {
+            self.cluster.node(*i).resume_agent();
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! PostgreSQL endpoints the suite talks to: a node directly, or HAProxy's
+//! ports. Every call has a short timeout, so a frozen or unreachable node makes
+//! a probe fail quickly instead of stalling a sampling round or a check.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use tokio_postgres::{Client, NoTls, Row};
+
+/// `host:port` plus the superuser password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pg {
+    pub host: String,
+    pub port: u16,
+    pub password: String,
+}
+
+impl Pg {
+    pub fn new(host: impl Into<String>, port: u16, password: impl Into<String>) -> Pg {
+        Pg {
+            host: host.into(),
+            port,
+            password: password.into(),
+        }
+    }
+
+    /// `host:port`, as the writer's `RETURNING` reports the server.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// Connect as `postgres` within `timeout`; the connection task runs on
+    /// the current runtime until the client is dropped.
+    pub async fn connect(&self, timeout: Duration) -> Result<Client> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&self.host)
+            .port(self.port)
+            .user("postgres")
+            .password(&self.password)
+            .dbname("postgres")
+            .application_name("agent-chaos")
+            .connect_timeout(timeout);
+        let (client, connection) = tokio::time::timeout(timeout, cfg.connect(NoTls))
+            .await
+            .map_err(|_| anyhow!("connect to {}: timed out after {timeout:?}", self.addr()))?
+            .with_context(|| format!("connect to {}", self.addr()))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    /// One query on a fresh connection, everything within `timeout`.
+    pub async fn query(&self, query: &str, timeout: Duration) -> Result<Vec<Row>> {
+        tokio::time::timeout(timeout, async {
+            let client = self.connect(timeout).await?;
+            client
+                .query(query, &[])
+                .await
+                .with_context(|| format!("{}: {query}", self.addr()))
+        })
+        .await
+        .map_err(|_| anyhow!("{}: {query}: timed out after {timeout:?}", self.addr()))?
+    }
+
+    /// Statements (simple protocol) on a fresh connection, within `timeout`.
+    pub async fn execute(&self, statements: &str, timeout: Duration) -> Result<()> {
+        tokio::time::timeout(timeout, async {
+            let client = self.connect(timeout).await?;
+            client
+                .batch_execute(statements)
+                .await
+                .with_context(|| format!("{}: {statements}", self.addr()))
+        })
+        .await
+        .map_err(|_| anyhow!("{}: {statements}: timed out after {timeout:?}", self.addr()))?
+    }
+}
+
+/// `X/Y` (PostgreSQL's text form of an LSN) as a byte position.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// The timeline of a WAL file name (`000000020000000000000003` → 2).
+pub fn walfile_timeline(name: &str) -> Option<u32> {
+    u32::from_str_radix(name.get(..8)?, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_and_timeline() {
+        assert_eq!(parse_lsn("0/3000148"), Some(0x300_0148));
+        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
+        assert_eq!(parse_lsn("x"), None);
+        assert_eq!(walfile_timeline("000000020000000000000003"), Some(2));
+        assert_eq!(walfile_timeline("0000000A"), Some(10));
+    }
+}

@@ -1,0 +1,725 @@
+//! The faults, one function per scenario: inject, observe what must (not)
+//! happen while the fault lasts, heal. Convergence and the data checks come
+//! afterwards, in the checker, the same for every scenario.
+//!
+//! Rule: a scenario records *faults* (each gets a write-unavailability window),
+//! *steps* (heals and other actions, for the timeline), *checks* (its own
+//! invariants, pass or fail with the evidence) and *notes* (what was observed).
+//! It returns an error only when the fault could not be injected or healed.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::{json, Value};
+
+use super::checker::sync_standbys;
+use super::report::Check;
+use super::rng::Rng;
+use super::sampler::Sampler;
+use super::target::{rest_get, rest_send, Target};
+use super::workload::Writer;
+use super::{Options, Scenario};
+
+/// What a scenario records while it runs.
+pub struct Cx<'a> {
+    pub writer: &'a Writer,
+    pub sampler: &'a Sampler,
+    pub rng: &'a mut Rng,
+    pub opts: &'a Options,
+    pub names: Vec<String>,
+    pub faults: Vec<(String, Instant)>,
+    pub steps: Vec<(String, Instant)>,
+    pub checks: Vec<Check>,
+    pub notes: Vec<String>,
+}
+
+impl<'a> Cx<'a> {
+    pub fn new(
+        writer: &'a Writer,
+        sampler: &'a Sampler,
+        rng: &'a mut Rng,
+        opts: &'a Options,
+        names: Vec<String>,
+    ) -> Cx<'a> {
+        Cx {
+            writer,
+            sampler,
+            rng,
+            opts,
+            names,
+            faults: Vec::new(),
+            steps: Vec::new(),
+            checks: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// A fault starts now (its write-unavailability window is measured).
+    pub fn fault(&mut self, label: impl Into<String>) -> Instant {
+        let now = Instant::now();
+        let label = label.into();
+        eprintln!("chaos:   fault: {label}");
+        self.faults.push((label, now));
+        now
+    }
+
+    /// A heal or another action, for the timeline.
+    pub fn step(&mut self, label: impl Into<String>) -> Instant {
+        let now = Instant::now();
+        self.steps.push((label.into(), now));
+        now
+    }
+
+    pub fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        eprintln!("chaos:   {text}");
+        self.notes.push(text);
+    }
+
+    pub fn check(&mut self, name: impl Into<String>, ok: bool, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name: name.into(),
+            ok,
+            detail: detail.into(),
+        });
+    }
+
+    pub fn fail(&mut self, name: impl Into<String>, detail: impl Into<String>) {
+        self.check(name, false, detail);
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.names
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("node #{i}"))
+    }
+
+    /// A duration of `ttl` plus 2–4 s, chosen by the seed.
+    fn beyond_ttl<T: Target>(&mut self, t: &T) -> Duration {
+        t.timings().ttl() + Duration::from_secs(self.rng.range(2, 4))
+    }
+}
+
+/// Run `scenario` against a converged cluster whose primary is `primary`.
+pub async fn run<T: Target>(
+    scenario: Scenario,
+    t: &mut T,
+    cx: &mut Cx<'_>,
+    primary: usize,
+) -> Result<()> {
+    match scenario {
+        Scenario::PrimaryCrash => primary_crash(t, cx, primary).await,
+        Scenario::PostgresCrash => postgres_crash(t, cx, primary).await,
+        Scenario::AgentFreeze => isolate(t, cx, primary, Isolation::Freeze).await,
+        Scenario::Partition => isolate(t, cx, primary, Isolation::Partition).await,
+        Scenario::QuorumLoss => quorum_loss(t, cx, primary).await,
+        Scenario::ReplicaCrash => replica_crash(t, cx, primary).await,
+        Scenario::Switchover => switchovers(t, cx, 3).await,
+        Scenario::LaggingReplica => lagging_replica(t, cx, primary).await,
+        Scenario::RollingRestart => rolling_restart(t, cx, primary).await,
+    }
+}
+
+/// Poll `f` every `every` until it returns Ok or `timeout` passes; the error
+/// names `what` and the last reason `f` gave.
+pub async fn poll<R, F, Fut>(what: &str, timeout: Duration, every: Duration, mut f: F) -> Result<R>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<R, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let last = match tokio::time::timeout(remaining.max(Duration::from_millis(50)), f()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(why)) => why,
+            Err(_) => "the last attempt ran into the deadline".into(),
+        };
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last seen: {last}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+const QUERY: Duration = Duration::from_secs(3);
+
+/// `pg_is_in_recovery()` of node `i`, `None` without an answer.
+pub async fn in_recovery<T: Target>(t: &T, i: usize) -> Option<bool> {
+    let pg = t.addrs().lock().unwrap_or_else(|e| e.into_inner())[i].clone();
+    pg.query("SELECT pg_is_in_recovery()", QUERY)
+        .await
+        .ok()?
+        .first()?
+        .try_get(0)
+        .ok()
+}
+
+/// Run a statement on node `i` directly.
+async fn exec_on<T: Target>(t: &T, i: usize, sql: &str, timeout: Duration) -> Result<()> {
+    let pg = t.addrs().lock().unwrap_or_else(|e| e.into_inner())[i].clone();
+    pg.execute(sql, timeout).await
+}
+
+/// Wait until a node outside `exclude` answers `/primary` with 200 and is out of
+/// recovery; returns it.
+pub async fn wait_primary_except<T: Target>(
+    t: &T,
+    exclude: &[usize],
+    timeout: Duration,
+) -> Result<usize> {
+    let n = t.names().len();
+    poll(
+        "a primary (GET /primary = 200, out of recovery)",
+        timeout,
+        Duration::from_millis(100),
+        || async move {
+            for i in (0..n).filter(|i| !exclude.contains(i)) {
+                if rest_get(t, i, "/primary").await.map(|(s, _)| s) == Some(200)
+                    && in_recovery(t, i).await == Some(false)
+                {
+                    return Ok(i);
+                }
+            }
+            Err("no such node yet".to_string())
+        },
+    )
+    .await
+}
+
+/// Wait until node `i` runs as `role` (`primary` or `replica`; a replica must
+/// also be streaming).
+pub async fn wait_role<T: Target>(t: &T, i: usize, role: &str, timeout: Duration) -> Result<()> {
+    let what = format!("{} to run as {role}", t.names()[i]);
+    poll(&what, timeout, Duration::from_millis(200), || async move {
+        let (_, v) = rest_get(t, i, "/patroni")
+            .await
+            .ok_or("no REST answer".to_string())?;
+        let ok = v["role"] == role
+            && v["state"] == "running"
+            && (role != "replica" || v["replication_state"] == "streaming");
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "role {} state {} replication {} ({})",
+                v["role"], v["state"], v["replication_state"], v["reason"]
+            ))
+        }
+    })
+    .await
+}
+
+/// Member names streaming from node `p` (`pg_stat_replication`).
+async fn streaming_from<T: Target>(t: &T, p: usize) -> Result<Vec<String>> {
+    let pg = t.addrs().lock().unwrap_or_else(|e| e.into_inner())[p].clone();
+    let rows = pg
+        .query(
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+            QUERY,
+        )
+        .await?;
+    let names = t.names();
+    let mut all = Vec::new();
+    for r in rows {
+        let app: String = r.try_get(0)?;
+        if names.contains(&app) {
+            all.push(app);
+        }
+    }
+    Ok(all)
+}
+
+/// Sleep until `until` (a fault's planned end).
+async fn sleep_until(until: Instant) {
+    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+}
+
+async fn primary_crash<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize) -> Result<()> {
+    let ttl = t.timings().ttl();
+    note_sync_key(t, cx).await;
+    let at = cx.fault(format!(
+        "SIGKILL agent and postgres of the primary {}",
+        cx.name(p)
+    ));
+    t.kill_node(p).await?;
+    match wait_primary_except(t, &[p], ttl + Duration::from_secs(30)).await {
+        Ok(q) => cx.note(format!(
+            "{} is primary {:.1}s after the kill",
+            cx.name(q),
+            at.elapsed().as_secs_f64()
+        )),
+        Err(e) => cx.fail("a replica takes over", format!("{e:#}")),
+    }
+    cx.step(format!("start {}", cx.name(p)));
+    t.start_node(p).await?;
+    if let Err(e) = wait_role(t, p, "replica", Duration::from_secs(60)).await {
+        cx.fail("the old primary rejoins as a replica", format!("{e:#}"));
+    }
+    Ok(())
+}
+
+async fn postgres_crash<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize) -> Result<()> {
+    let at = cx.fault(format!(
+        "SIGKILL the postmaster of the primary {}",
+        cx.name(p)
+    ));
+    t.kill_postgres(p).await?;
+    let q = wait_primary_except(t, &[], Duration::from_secs(30)).await?;
+    cx.note(format!(
+        "{} writable again {:.1}s after the kill ({})",
+        cx.name(q),
+        at.elapsed().as_secs_f64(),
+        if q == p {
+            "restarted in place"
+        } else {
+            "failed over"
+        }
+    ));
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Isolation {
+    Freeze,
+    Partition,
+}
+
+/// The primary loses contact with etcd (its agent frozen, or its etcd traffic
+/// cut) for longer than ttl: it must be read-only before its lease runs out,
+/// a replica takes over, and afterwards it comes back as a replica.
+async fn isolate<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize, how: Isolation) -> Result<()> {
+    let ttl = t.timings().ttl();
+    let hold = cx.beyond_ttl(t);
+    let (what, undo) = match how {
+        Isolation::Freeze => ("SIGSTOP the agent of", "SIGCONT"),
+        Isolation::Partition => ("cut etcd off from", "heal etcd link of"),
+    };
+    note_sync_key(t, cx).await;
+    let at = cx.fault(format!(
+        "{what} the primary {} for {:.0}s",
+        cx.name(p),
+        hold.as_secs_f64()
+    ));
+    match how {
+        Isolation::Freeze => t.freeze_agent(p).await?,
+        Isolation::Partition => t.cut_dcs(p).await?,
+    }
+    let new = wait_primary_except(t, &[p], hold)
+        .await
+        .map(|q| (q, at.elapsed()));
+    sleep_until(at + hold).await;
+    cx.step(format!("{undo} {}", cx.name(p)));
+    match how {
+        Isolation::Freeze => t.thaw_agent(p).await?,
+        Isolation::Partition => t.heal_dcs(p).await?,
+    }
+    fenced_in_time(cx, p, at, ttl);
+    match new {
+        Ok((q, after)) => {
+            cx.check(
+                "a replica takes over while the primary is cut off",
+                true,
+                format!(
+                    "{} primary {:.1}s after the fault",
+                    cx.name(q),
+                    after.as_secs_f64()
+                ),
+            );
+            // The old primary lost its lease: it must rejoin as a replica.
+            let back = wait_role(t, p, "replica", Duration::from_secs(60)).await;
+            cx.check(
+                format!("{} comes back as a replica", cx.name(p)),
+                back.is_ok(),
+                back.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+            );
+        }
+        Err(e) => cx.fail(
+            "a replica takes over while the primary is cut off",
+            format!(
+                "{e:#} (ttl {}s, fault held {:.0}s)",
+                ttl.as_secs(),
+                hold.as_secs_f64()
+            ),
+        ),
+    }
+    Ok(())
+}
+
+/// In synchronous mode, what the sync key says (who may take over), as a note.
+async fn note_sync_key<T: Target>(t: &T, cx: &mut Cx<'_>) {
+    if cx.opts.sync {
+        let key = t.etcd_get(&format!("{}sync", t.prefix())).await;
+        cx.note(format!(
+            "sync key before the fault: {}",
+            match key {
+                Ok(Some(v)) => v,
+                Ok(None) => "absent".into(),
+                Err(e) => format!("unreadable ({e:#})"),
+            }
+        ));
+    }
+}
+
+/// Check that node `p` stopped being a primary less than `ttl` after `at`.
+fn fenced_in_time(cx: &mut Cx<'_>, p: usize, at: Instant, ttl: Duration) {
+    match cx.sampler.first_not_primary(p, at) {
+        Some(when) => {
+            let after = when.saturating_duration_since(at);
+            cx.check(
+                "the isolated primary is read-only before its lease expires",
+                after < ttl,
+                format!(
+                    "{} out of the primary role {:.2}s after the fault (ttl {}s)",
+                    cx.name(p),
+                    after.as_secs_f64(),
+                    ttl.as_secs()
+                ),
+            );
+        }
+        None => cx.fail(
+            "the isolated primary is read-only before its lease expires",
+            format!(
+                "{} was a primary in every sample from the fault to its heal {:.1}s later (ttl {}s)",
+                cx.name(p),
+                at.elapsed().as_secs_f64(),
+                ttl.as_secs()
+            ),
+        ),
+    }
+}
+
+async fn quorum_loss<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize) -> Result<()> {
+    let ttl = t.timings().ttl();
+    let hold = cx.beyond_ttl(t);
+    let seed = cx.rng.next_u64();
+    let at = Instant::now();
+    let what = t.lose_quorum(seed).await?;
+    cx.faults.push((
+        format!("{what}: etcd has no quorum for {:.0}s", hold.as_secs_f64()),
+        at,
+    ));
+    eprintln!("chaos:   fault: {what}");
+    sleep_until(at + hold).await;
+    let restored = cx.step("SIGCONT the etcd members");
+    t.restore_quorum().await?;
+    fenced_in_time(cx, p, at, ttl);
+    let during = cx.sampler.rounds_between(at + ttl, restored);
+    let with_primary: Vec<_> = during
+        .iter()
+        .filter(|r| !r.primaries().is_empty())
+        .collect();
+    cx.check(
+        "no primary while etcd has no quorum (after ttl)",
+        with_primary.is_empty(),
+        match with_primary.first() {
+            None => format!("{} samples, none with a primary", during.len()),
+            Some(r) => format!(
+                "{} of {} samples had a primary, first {:.2}s after the fault: {:?}",
+                with_primary.len(),
+                during.len(),
+                r.at.saturating_duration_since(at).as_secs_f64(),
+                r.primaries()
+                    .iter()
+                    .map(|i| cx.name(*i))
+                    .collect::<Vec<_>>()
+            ),
+        },
+    );
+    let q = wait_primary_except(t, &[], Duration::from_secs(60)).await?;
+    cx.note(format!(
+        "{} writable {:.1}s after etcd came back",
+        cx.name(q),
+        restored.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+async fn replica_crash<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize) -> Result<()> {
+    let replicas: Vec<usize> = (0..cx.names.len()).filter(|i| *i != p).collect();
+    let r = cx
+        .rng
+        .pick(&replicas)
+        .ok_or_else(|| anyhow!("no replica"))?;
+    let down = Duration::from_secs(cx.rng.range(2, 4));
+    let leader_before = t
+        .etcd_get(&format!("{}leader", t.prefix()))
+        .await
+        .ok()
+        .flatten();
+    cx.fault(format!(
+        "SIGKILL agent and postgres of the replica {}",
+        cx.name(r)
+    ));
+    t.kill_node(r).await?;
+    tokio::time::sleep(down).await;
+    cx.step(format!("start {}", cx.name(r)));
+    t.start_node(r).await?;
+    if let Err(e) = wait_role(t, r, "replica", Duration::from_secs(60)).await {
+        cx.fail("the replica rejoins", format!("{e:#}"));
+    }
+    let leader_after = t
+        .etcd_get(&format!("{}leader", t.prefix()))
+        .await
+        .ok()
+        .flatten();
+    cx.check(
+        "a replica crash does not move the leader",
+        leader_before == leader_after && leader_after.as_deref() == Some(&cx.name(p)),
+        format!("leader key before {leader_before:?}, after {leader_after:?}"),
+    );
+    Ok(())
+}
+
+async fn switchovers<T: Target>(t: &mut T, cx: &mut Cx<'_>, count: usize) -> Result<()> {
+    for _ in 0..count {
+        let leader = wait_primary_except(t, &[], Duration::from_secs(30)).await?;
+        // In synchronous mode only a synchronous standby may be the candidate.
+        let pool = if cx.opts.sync {
+            let t: &T = t;
+            poll(
+                "a synchronous standby",
+                Duration::from_secs(30),
+                Duration::from_millis(200),
+                || async move {
+                    let s = sync_standbys(t, leader).await?;
+                    (!s.is_empty()).then_some(s).ok_or("none yet".to_string())
+                },
+            )
+            .await?
+        } else {
+            streaming_from(t, leader).await?
+        };
+        let idx: Vec<usize> = pool
+            .iter()
+            .filter_map(|n| cx.names.iter().position(|x| x == n))
+            .collect();
+        let c = cx
+            .rng
+            .pick(&idx)
+            .ok_or_else(|| anyhow!("no switchover candidate streaming from {}", cx.name(leader)))?;
+        let at = cx.fault(format!("switchover {} -> {}", cx.name(leader), cx.name(c)));
+        let (code, body) = rest_send(
+            t,
+            leader,
+            "POST",
+            "/switchover",
+            &json!({"leader": cx.name(leader), "candidate": cx.name(c)}),
+        )
+        .await?;
+        if code != 200 {
+            bail!("POST /switchover: {code} {body}");
+        }
+        wait_role(t, c, "primary", Duration::from_secs(30)).await?;
+        let promoted = at.elapsed();
+        // Writes through HAProxy reach the new primary before the next one,
+        // so each switchover's window is measured on its own.
+        let addr = t.addrs().lock().unwrap_or_else(|e| e.into_inner())[c].addr();
+        let writer = cx.writer;
+        let routed = poll(
+            "a write through HAProxy on the new primary",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || {
+                let addr = addr.clone();
+                async move {
+                    writer
+                        .first_ack_after(at, |a| a.server == addr)
+                        .map(|a| a.at)
+                        .ok_or("none yet".to_string())
+                }
+            },
+        )
+        .await?;
+        cx.note(format!(
+            "{} primary {:.1}s after the request, writes through HAProxy on it after {:.1}s",
+            cx.name(c),
+            promoted.as_secs_f64(),
+            routed.saturating_duration_since(at).as_secs_f64()
+        ));
+        // The next switchover needs both replicas streaming again.
+        let n = cx.names.len();
+        let t: &T = t;
+        poll(
+            "every other node streaming from the new primary",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || async move {
+                let s = streaming_from(t, c).await.map_err(|e| format!("{e:#}"))?;
+                if s.len() == n - 1 {
+                    Ok(())
+                } else {
+                    Err(format!("streaming: {s:?}"))
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The leader's optime in `/service/<scope>/status`.
+async fn status_optime<T: Target>(t: &T) -> Option<u64> {
+    let v: Value =
+        serde_json::from_str(&t.etcd_get(&format!("{}status", t.prefix())).await.ok()??).ok()?;
+    v["optime"].as_u64()
+}
+
+async fn lagging_replica<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize) -> Result<()> {
+    let timings = t.timings();
+    let replicas: Vec<usize> = (0..cx.names.len()).filter(|i| *i != p).collect();
+    let lag = cx
+        .rng
+        .pick(&replicas)
+        .ok_or_else(|| anyhow!("no replica"))?;
+    let others: Vec<usize> = replicas.iter().copied().filter(|i| *i != lag).collect();
+    // Everyone else who could take over leaves, cleanly.
+    for &o in &others {
+        cx.step(format!("stop {} (SIGTERM)", cx.name(o)));
+        t.stop_node(o).await?;
+    }
+    cx.step(format!("pause replay on {}", cx.name(lag)));
+    exec_on(t, lag, "SELECT pg_wal_replay_pause()", QUERY).await?;
+    let rows = timings.maximum_lag_on_failover * 4 / 250;
+    exec_on(
+        t,
+        p,
+        &format!(
+            "DROP TABLE IF EXISTS chaos_pad; CREATE TABLE chaos_pad (g int, pad text); \
+             INSERT INTO chaos_pad SELECT g, repeat('x', 200) FROM generate_series(1, {rows}) g"
+        ),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let pg = t.addrs().lock().unwrap_or_else(|e| e.into_inner())[p].clone();
+    let lsn: i64 = pg
+        .query(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+            QUERY,
+        )
+        .await?
+        .first()
+        .and_then(|r| r.try_get(0).ok())
+        .ok_or_else(|| anyhow!("no WAL position from the primary"))?;
+    let tr = &*t;
+    poll(
+        "the leader's optime in etcd to include the big write",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async move {
+            match status_optime(tr).await {
+                Some(o) if o as i64 >= lsn => Ok(()),
+                other => Err(format!("optime {other:?} < {lsn}")),
+            }
+        },
+    )
+    .await?;
+
+    let hold = cx.beyond_ttl(t) + Duration::from_secs(2);
+    note_sync_key(t, cx).await;
+    let at = cx.fault(format!(
+        "SIGKILL the primary {} while {} lags by > maximum_lag_on_failover",
+        cx.name(p),
+        cx.name(lag)
+    ));
+    t.kill_node(p).await?;
+    let mut promoted: Option<String> = None;
+    while at.elapsed() < hold {
+        let rec = in_recovery(t, lag).await;
+        let rest = rest_get(t, lag, "/primary").await.map(|(s, _)| s);
+        if rec == Some(false) || rest == Some(200) {
+            promoted = Some(format!(
+                "{:.2}s after the kill: pg_is_in_recovery {rec:?}, GET /primary {rest:?}",
+                at.elapsed().as_secs_f64()
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reason = rest_get(t, lag, "/patroni")
+        .await
+        .map(|(_, v)| v["reason"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    cx.check(
+        format!(
+            "the lagging replica is not promoted for {:.0}s",
+            hold.as_secs_f64()
+        ),
+        promoted.is_none(),
+        promoted.unwrap_or_else(|| format!("its reason: {reason}")),
+    );
+
+    // Heal: it replays what it has (and may take over), the others come back.
+    cx.step(format!(
+        "resume replay on {}, start {}",
+        cx.name(lag),
+        others
+            .iter()
+            .map(|o| cx.name(*o))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    exec_on(t, lag, "SELECT pg_wal_replay_resume()", QUERY).await?;
+    for &o in &others {
+        t.start_node(o).await?;
+    }
+    let q = wait_primary_except(t, &[p], Duration::from_secs(60)).await?;
+    cx.note(format!(
+        "{} primary {:.1}s after the kill",
+        cx.name(q),
+        at.elapsed().as_secs_f64()
+    ));
+    cx.step(format!("start {}", cx.name(p)));
+    t.start_node(p).await?;
+    Ok(())
+}
+
+async fn rolling_restart<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize) -> Result<()> {
+    let mut order: Vec<usize> = (0..cx.names.len()).filter(|i| *i != p).collect();
+    cx.rng.shuffle(&mut order);
+    order.push(p);
+    for i in order {
+        cx.fault(format!("restart {} (SIGTERM, then start)", cx.name(i)));
+        t.stop_node(i).await?;
+        t.start_node(i).await?;
+        let n = cx.names.len();
+        let what = format!("{} running again and the cluster whole", cx.name(i));
+        let t: &T = t;
+        poll(
+            &what,
+            Duration::from_secs(90),
+            Duration::from_millis(200),
+            || async move {
+                // The restarted agent's own view first: pg_stat_replication on the
+                // primary may still list the connection of the stopped node.
+                let (_, v) = rest_get(t, i, "/patroni")
+                    .await
+                    .ok_or("the restarted node's REST API does not answer".to_string())?;
+                let up = v["state"] == "running"
+                    && (v["role"] == "primary" || v["replication_state"] == "streaming");
+                if !up {
+                    return Err(format!(
+                        "{}: role {} state {} replication {}",
+                        t.names()[i],
+                        v["role"],
+                        v["state"],
+                        v["replication_state"]
+                    ));
+                }
+                let q = wait_primary_except(t, &[], Duration::from_secs(5))
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                let s = streaming_from(t, q).await.map_err(|e| format!("{e:#}"))?;
+                if s.len() == n - 1 {
+                    Ok(())
+                } else {
+                    Err(format!("streaming from {}: {s:?}", t.names()[q]))
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

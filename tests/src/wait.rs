@@ -1,0 +1,149 @@
+//! Waiting for conditions: poll with a deadline, never sleep blindly.
+//!
+//! Rule: a wait that expires panics with what it waited for, how long, and the
+//! last thing it saw. The panic unwinds through the fixtures, whose `Drop`
+//! stops the processes and prints the tail of every log in the test directory.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use crate::client::{can_write, rest_json, rest_status, sql};
+use crate::cluster::ClusterFixture;
+
+/// Poll interval of the convenience waits.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// Call `f` every `poll` until it returns `Some`, and return that. Each call is
+/// cut off at the deadline. Panics after `timeout` with a message naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, poll: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    wait_for_result(what, timeout, poll, || {
+        let fut = f();
+        async move { fut.await.ok_or_else(|| "condition not met".to_string()) }
+    })
+    .await
+}
+
+/// Like [`wait_for`], but `f` explains each miss (`Err("2 primaries: [0, 1]")`);
+/// the last explanation is part of the panic message.
+pub async fn wait_for_result<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    poll: Duration,
+    mut f: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let last = match tokio::time::timeout(remaining.max(Duration::from_millis(10)), f()).await {
+            Ok(Ok(v)) => return v,
+            Ok(Err(why)) => why,
+            Err(_) => "the last poll itself ran into the deadline".to_string(),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what} ({attempts} polls); \
+                 last seen: {last}"
+            );
+        }
+        tokio::time::sleep(poll.min(deadline - now)).await;
+    }
+}
+
+/// Wait until exactly one node answers `GET /primary` with 200 and accepts a
+/// write; returns its index. Uses [`ClusterFixture::wait_timeout`].
+pub async fn wait_primary(cluster: &ClusterFixture) -> usize {
+    let c = cluster;
+    wait_for_result(
+        "a single writable primary (GET /primary = 200)",
+        c.wait_timeout(),
+        POLL,
+        || async move {
+            let mut primaries = Vec::new();
+            for (i, n) in c.nodes().iter().enumerate() {
+                if rest_status(n, "/primary").await == Some(200) {
+                    primaries.push(i);
+                }
+            }
+            match primaries.as_slice() {
+                [p] if can_write(c.node(*p)).await => Ok(*p),
+                [p] => Err(format!(
+                    "{} says primary but is not writable",
+                    c.node(*p).name()
+                )),
+                [] => Err("no node answers /primary with 200".to_string()),
+                many => Err(format!("several nodes answer /primary with 200: {many:?}")),
+            }
+        },
+    )
+    .await
+}
+
+/// Wait until the primary `primary` streams to at least `n` members of the
+/// cluster (`pg_stat_replication.state = 'streaming'`, `application_name` a
+/// member name); returns those member names, sorted.
+pub async fn wait_streaming_replicas(
+    cluster: &ClusterFixture,
+    primary: usize,
+    n: usize,
+) -> Vec<String> {
+    let c = cluster;
+    let names = c.names();
+    let names = &names;
+    let what = format!("{n} streaming replicas of {}", c.node(primary).name());
+    wait_for_result(&what, c.wait_timeout(), POLL, || async move {
+        let rows = sql(
+            c.node(primary),
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+        let mut streaming: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<_, String>(0).ok())
+            .filter(|a| names.contains(a) && a != c.node(primary).name())
+            .collect();
+        streaming.sort();
+        streaming.dedup();
+        if streaming.len() >= n {
+            Ok(streaming)
+        } else {
+            Err(format!("streaming: {streaming:?}"))
+        }
+    })
+    .await
+}
+
+/// Wait until every node's `/patroni` says `state: running` (no clone, start or
+/// other action still in progress).
+pub async fn wait_all_running(cluster: &ClusterFixture) {
+    let c = cluster;
+    wait_for_result(
+        "every node running",
+        c.wait_timeout(),
+        POLL,
+        || async move {
+            for n in c.nodes() {
+                let v = rest_json(n, "/patroni")
+                    .await
+                    .ok_or(format!("{} does not answer", n.name()))?;
+                if v["state"] != "running" {
+                    return Err(format!("{} is {}", n.name(), v["state"]));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await
+}
