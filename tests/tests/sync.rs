@@ -372,6 +372,31 @@ async fn cascading_replication_streams_through_the_named_member() {
         !direct.iter().any(|r| r.get::<_, String>(0) == "node2"),
         "node2 streams from the primary"
     );
+    // node2's slot lives on node1; the leader keeps none for it (it would hold WAL forever)
+    let slots_on = |i: usize| {
+        let node = cluster.node(i);
+        async move {
+            sql(node, "SELECT slot_name::text FROM pg_replication_slots")
+                .await
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    assert!(
+        slots_on(1).await.contains(&"node2".to_string()),
+        "no slot for node2 on node1"
+    );
+    wait_for(
+        "the leader without a slot for node2",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async { (!slots_on(0).await.contains(&"node2".to_string())).then_some(()) },
+    )
+    .await;
     execute(
         cluster.node(0),
         "CREATE TABLE casc (v int); INSERT INTO casc VALUES (3)",

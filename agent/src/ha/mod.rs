@@ -732,6 +732,52 @@ fn clone_source(cluster: &Cluster, s: &Settings) -> Option<Source> {
     })
 }
 
+/// The member `m` streams from, by the rule its own agent applies in
+/// [`follow_target`]: its `replicatefrom` member if that one is running, else the
+/// leader.
+fn upstream_of<'a>(cluster: &'a Cluster, m: &'a crate::dcs::model::Member) -> Option<&'a str> {
+    if let Some(rf) = m.data.tags.get("replicatefrom").and_then(|v| v.as_str()) {
+        if rf != m.name {
+            if let Some(up) = cluster.member(rf) {
+                if up.data.state.as_deref() == Some("running") && up.data.conn_host_port().is_some()
+                {
+                    return Some(up.name.as_str());
+                }
+            }
+        }
+    }
+    cluster.leader_name()
+}
+
+/// A running replica keeps physical slots for the members that cascade from it
+/// (and drops other slots it still has, e.g. from its time as a primary, so they
+/// do not hold WAL back; permanent slots stay).
+fn replica_slots(obs: &Observation, s: &Settings, cluster: &Cluster) -> Option<Action> {
+    let cfg = cluster.dynamic();
+    if !cfg.postgresql.use_slots || obs.pg.in_recovery != Some(true) {
+        return None;
+    }
+    let have = obs.pg.slots.as_ref()?;
+    let permanent = permanent_slots(&cfg);
+    let wanted: Vec<String> = cluster
+        .members
+        .iter()
+        .filter(|m| m.name != s.name && upstream_of(cluster, m) == Some(s.name.as_str()))
+        .map(|m| crate::dcs::model::slot_name_for(&m.name))
+        .collect();
+    let create: Vec<String> = wanted
+        .iter()
+        .filter(|w| !have.contains(w))
+        .cloned()
+        .collect();
+    let drop: Vec<String> = have
+        .iter()
+        .filter(|h| !wanted.contains(h) && !permanent.contains(h))
+        .cloned()
+        .collect();
+    (!create.is_empty() || !drop.is_empty()).then_some(Action::SyncSlots { create, drop })
+}
+
 /// The member this node should stream from: `replicatefrom` if it is running, else the leader.
 fn follow_target(cluster: &Cluster, s: &Settings) -> Option<Source> {
     let to_source = |name: &str| -> Option<Source> {
@@ -1219,11 +1265,15 @@ fn decide_locked(
             vec![Action::Follow(target)],
         );
     }
-    Decision::new(Reason::Following {
+    let mut d = Decision::new(Reason::Following {
         me: s.name.clone(),
         leader,
         upstream: want,
-    })
+    });
+    if !paused {
+        d.actions.extend(replica_slots(obs, s, cluster));
+    }
+    d
 }
 
 /// The leader with a running primary: publish position, history, slots.
@@ -1261,10 +1311,17 @@ fn decide_leader_steady(obs: &Observation, s: &Settings, cluster: &Cluster) -> D
         if let Some(have) = &obs.pg.slots {
             let permanent = permanent_slots(&cfg);
             let my_slot = crate::dcs::model::slot_name_for(&s.name);
+            // A slot for every member that streams from us; a cascading replica
+            // (`replicatefrom` a running member) gets its slot on that member.
             let mut wanted: Vec<String> = cluster
                 .members
                 .iter()
-                .filter(|m| m.name != s.name)
+                .filter(|m| m.name != s.name && upstream_of(cluster, m) == Some(s.name.as_str()))
+                .map(|m| crate::dcs::model::slot_name_for(&m.name))
+                .collect();
+            let present: Vec<String> = cluster
+                .members
+                .iter()
                 .map(|m| crate::dcs::model::slot_name_for(&m.name))
                 .collect();
             // Slots of members that went away are kept for member_slots_ttl, so a
@@ -1275,6 +1332,7 @@ fn decide_leader_steady(obs: &Observation, s: &Settings, cluster: &Cluster) -> D
                 .iter()
                 .filter(|(slot, seen)| {
                     !wanted.contains(slot)
+                        && !present.contains(slot)
                         && **slot != my_slot
                         && obs.now - **seen <= cfg.member_slots_ttl
                 })

@@ -506,6 +506,19 @@ cases! {
         => R::LeaderWithLock(ME.into()),
            [A::WriteStatus { optime: 5 * SEG },
             A::SyncSlots { create: vec!["n2".into(), "n3".into()], drop: vec![] }];
+    leader_gives_a_cascading_member_no_slot:
+        with_cluster(leading().pg(pg_primary(5 * SEG, 1).slots(&["n3"])),
+            |c| c.with_member(member("n3").tag("replicatefrom", json!("n2")))),
+        settings()
+        => R::LeaderWithLock(ME.into()),
+           [A::WriteStatus { optime: 5 * SEG },
+            A::SyncSlots { create: vec!["n2".into()], drop: vec!["n3".into()] }];
+    leader_keeps_the_slot_of_a_cascading_member_whose_upstream_is_down:
+        with_cluster(leading(),
+            |c| c.with_member(member("n2").stopped())
+                .with_member(member("n3").tag("replicatefrom", json!("n2")))),
+        settings()
+        => R::LeaderWithLock(ME.into()), [A::WriteStatus { optime: 5 * SEG }];
     leader_in_steady_state_only_writes_status:
         leading(), settings()
         => R::LeaderWithLock(ME.into()), [A::WriteStatus { optime: 5 * SEG }];
@@ -585,6 +598,19 @@ cases! {
            [A::Follow(Some(src("n2")))];
     replica_following_leader_does_nothing:
         following_n2(), settings()
+        => R::Following { me: ME.into(), leader: "n2".into(), upstream: Some("n2".into()) }, [];
+    replica_keeps_slots_for_members_cascading_from_it:
+        with_cluster(following_n2().pg(pg_replica(4 * SEG, 4 * SEG, 1).slots(&["old", "perm"])),
+            |c| c.with_member(member(ME))
+                .with_member(member("n3").tag("replicatefrom", json!(ME)))
+                .config(json!({"slots": {"perm": {"type": "physical"}}}))),
+        settings()
+        => R::Following { me: ME.into(), leader: "n2".into(), upstream: Some("n2".into()) },
+           [A::SyncSlots { create: vec!["n3".into()], drop: vec!["old".into()] }];
+    paused_replica_leaves_slots_alone:
+        with_cluster(following_n2().pg(pg_replica(4 * SEG, 4 * SEG, 1).slots(&["old"])),
+            |c| c.paused()),
+        settings()
         => R::Following { me: ME.into(), leader: "n2".into(), upstream: Some("n2".into()) }, [];
     replicatefrom_running_member_is_followed:
         following_n2(), replicatefrom("n3")
