@@ -967,6 +967,16 @@ impl Agent {
                         if !promoted {
                             bail!("pg_promote() did not complete");
                         }
+                        // The first checkpoint on the new timeline puts it into
+                        // pg_control, which pg_rewind on the old primary reads.
+                        // Writes do not wait for it.
+                        let (pg, params) = (pg.clone(), params.clone());
+                        tokio::spawn(async move {
+                            match pg.execute(&params, "CHECKPOINT", Duration::from_secs(600)).await {
+                                Ok(_) => tracing::info!("checkpoint after promote done"),
+                                Err(e) => tracing::warn!("checkpoint after promote: {e:#}"),
+                            }
+                        });
                         Ok(LongOutcome::Done)
                     }
                     Action::Rewind(src) => {

@@ -777,7 +777,7 @@ impl PgCtl {
         if r.is_err() && d.exists() {
             let _ = std::fs::remove_dir_all(d);
         }
-        r
+        r.map(|_| ())
     }
 
     /// pg_rewind the stopped data directory to `src`.
@@ -789,6 +789,11 @@ impl PgCtl {
             src.port,
             conf::quote_libpq(&creds.username)
         );
+        // pg_rewind reads the source's timeline from its pg_control, which a freshly
+        // promoted primary updates only with its first checkpoint. Until then
+        // pg_rewind sees one timeline on both sides and declares, wrongly, that no
+        // rewind is needed. Ask for that checkpoint (as Patroni does) first.
+        let checkpointed = self.checkpoint_source(src).await;
         // pg_rewind copies the source's configuration files; ours are rewritten before start.
         let mut cmd = tokio::process::Command::new(self.s.bin("pg_rewind"));
         cmd.arg(format!("--target-pgdata={}", self.data().display()))
@@ -797,7 +802,81 @@ impl PgCtl {
             // in the environment, not on the command line where `ps` shows it
             cmd.env("PGPASSWORD", pw);
         }
-        run_tool(cmd, "pg_rewind").await
+        let out = run_tool(cmd, "pg_rewind").await?;
+        if out.contains("source and target cluster are on the same timeline") {
+            if let Err(e) = checkpointed {
+                tracing::warn!("could not ask {} for a checkpoint: {e:#}", src.name);
+            }
+            // Not a failure of the rewind (nothing was changed): the loop decides
+            // again, after a pause so that this does not spin.
+            tracing::warn!(
+                "{}'s pg_control does not show its new timeline yet (no checkpoint since \
+                 its promotion); trying again shortly",
+                src.name
+            );
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        Ok(())
+    }
+
+    /// Make sure the primary `src` has checkpointed since its promotion: its
+    /// pg_control then carries its current timeline. Needs the superuser
+    /// credentials to be valid on `src` (they are the same on every node).
+    async fn checkpoint_source(&self, src: &Source) -> Result<()> {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&src.host)
+            .port(src.port)
+            .user(&self.s.superuser.username)
+            .dbname("postgres")
+            .application_name("agent")
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(p) = &self.s.superuser.password {
+            c.password(p.as_bytes());
+        }
+        let fut = async {
+            let (client, connection) = c.connect(tokio_postgres::NoTls).await?;
+            let h = tokio::spawn(connection);
+            let r = async {
+                let row = client
+                    .query_one(
+                        "SELECT pg_catalog.pg_is_in_recovery(), \
+                         (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint())",
+                        &[],
+                    )
+                    .await?;
+                let (in_recovery, cp_tl): (bool, i32) = (row.get(0), row.get(1));
+                if in_recovery {
+                    return Ok::<_, tokio_postgres::Error>(());
+                }
+                let wal = client
+                    .query_one(
+                        "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn())",
+                        &[],
+                    )
+                    .await?;
+                let name: String = wal.get(0);
+                let tl = name
+                    .get(..8)
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .unwrap_or(0);
+                if (cp_tl as u32) < tl {
+                    tracing::info!(
+                        "{} has not checkpointed on timeline {tl} yet: CHECKPOINT",
+                        src.name
+                    );
+                    client.batch_execute("CHECKPOINT").await?;
+                }
+                Ok(())
+            }
+            .await;
+            drop(client);
+            let _ = h.await;
+            r
+        };
+        tokio::time::timeout(Duration::from_secs(60), fut)
+            .await
+            .map_err(|_| anyhow!("timed out"))?
+            .map_err(|e| anyhow!("{e}"))
     }
 
     /// Remove the data directory so the node can be re-cloned.
@@ -848,7 +927,9 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-async fn run_tool(mut cmd: tokio::process::Command, what: &str) -> Result<()> {
+/// Run a PostgreSQL tool, log its output, fail on a non-zero exit; returns its
+/// output (stdout, then stderr).
+async fn run_tool(mut cmd: tokio::process::Command, what: &str) -> Result<String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -880,7 +961,7 @@ async fn run_tool(mut cmd: tokio::process::Command, what: &str) -> Result<()> {
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         bail!("{what} failed ({}): {}", out.status, tail.join(" | "));
     }
-    Ok(())
+    Ok(format!("{stdout}{stderr}"))
 }
 
 async fn forward_lines<R: tokio::io::AsyncRead + Unpin>(r: R) {
