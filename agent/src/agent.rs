@@ -1282,8 +1282,9 @@ impl Agent {
         self.update_fence(obs);
     }
 
-    /// Arm the fence while we hold the lock with a primary (or one coming up), so a
-    /// frozen agent cannot leave a writable primary behind its expired lease.
+    /// Arm the fence while postgres is a primary (or one is coming up), so neither a
+    /// frozen agent nor a broken demotion can leave a writable primary behind an
+    /// expired lease.
     fn update_fence(&mut self, obs: &Observation) {
         let becoming_primary = self.memory.long_action.is_some_and(|(k, _)| {
             matches!(
@@ -1296,7 +1297,11 @@ impl Agent {
         let Some(fence) = self.fence.as_mut() else {
             return;
         };
-        match (self.holds_lock && primary, pid, self.lease_renewed_at) {
+        // Armed whenever postgres is (or is becoming) a primary, whatever the loop
+        // believes about the leader key: a primary whose lease was not renewed
+        // dies at the deadline even if the demotion path itself fails. Only
+        // pause mode (no automatic demotion at all) disarms it.
+        match (primary && !self.memory.paused, pid, self.lease_renewed_at) {
             (true, Some(pid), Some(renewed)) => {
                 let ttl = Duration::from_secs(self.dynamic.lease_ttl_secs().max(1) as u64);
                 let margin = Duration::from_secs_f64((ttl.as_secs_f64() * 0.1).min(1.0));
