@@ -758,13 +758,23 @@ fn replica_slots(obs: &Observation, s: &Settings, cluster: &Cluster) -> Option<A
         return None;
     }
     let have = obs.pg.slots.as_ref()?;
-    let permanent = permanent_slots(&cfg);
-    let wanted: Vec<String> = cluster
+    let wanted = slots_streaming_from(cluster, &s.name);
+    slot_changes(have, &wanted, &permanent_slots(&cfg))
+}
+
+/// Slot names of the members that stream from `me`.
+fn slots_streaming_from(cluster: &Cluster, me: &str) -> Vec<String> {
+    cluster
         .members
         .iter()
-        .filter(|m| m.name != s.name && upstream_of(cluster, m) == Some(s.name.as_str()))
+        .filter(|m| m.name != me && upstream_of(cluster, m) == Some(me))
         .map(|m| crate::dcs::model::slot_name_for(&m.name))
-        .collect();
+        .collect()
+}
+
+/// The slots to create (`wanted` but missing) and to drop (there, neither wanted
+/// nor permanent), if any.
+fn slot_changes(have: &[String], wanted: &[String], permanent: &[String]) -> Option<Action> {
     let create: Vec<String> = wanted
         .iter()
         .filter(|w| !have.contains(w))
@@ -1313,12 +1323,7 @@ fn decide_leader_steady(obs: &Observation, s: &Settings, cluster: &Cluster) -> D
             let my_slot = crate::dcs::model::slot_name_for(&s.name);
             // A slot for every member that streams from us; a cascading replica
             // (`replicatefrom` a running member) gets its slot on that member.
-            let mut wanted: Vec<String> = cluster
-                .members
-                .iter()
-                .filter(|m| m.name != s.name && upstream_of(cluster, m) == Some(s.name.as_str()))
-                .map(|m| crate::dcs::model::slot_name_for(&m.name))
-                .collect();
+            let mut wanted = slots_streaming_from(cluster, &s.name);
             let present: Vec<String> = cluster
                 .members
                 .iter()
@@ -1345,19 +1350,7 @@ fn decide_leader_steady(obs: &Observation, s: &Settings, cluster: &Cluster) -> D
             }
             wanted.extend(retained);
             wanted.extend(permanent.iter().filter(|p| **p != my_slot).cloned());
-            let create: Vec<String> = wanted
-                .iter()
-                .filter(|w| !have.contains(w))
-                .cloned()
-                .collect();
-            let drop: Vec<String> = have
-                .iter()
-                .filter(|h| !wanted.contains(h) && !permanent.contains(h))
-                .cloned()
-                .collect();
-            if !create.is_empty() || !drop.is_empty() {
-                actions.push(Action::SyncSlots { create, drop });
-            }
+            actions.extend(slot_changes(have, &wanted, &permanent));
         }
     }
     let sync_steps = sync::leader_steps(obs, s, cluster, &cfg);
