@@ -96,9 +96,12 @@ impl<'a> Cx<'a> {
             .unwrap_or_else(|| format!("node #{i}"))
     }
 
-    /// A duration of `ttl` plus 2–4 s, chosen by the seed.
+    /// A duration of `ttl + loop_wait` plus 3–5 s, chosen by the seed: the lease
+    /// has expired by then even if it was renewed just before the fault, and a
+    /// replica has had time to take the key and promote, also on a loaded machine.
     fn beyond_ttl<T: Target>(&mut self, t: &T) -> Duration {
-        t.timings().ttl() + Duration::from_secs(self.rng.range(2, 4))
+        let tm = t.timings();
+        tm.ttl() + Duration::from_secs(tm.loop_wait + self.rng.range(3, 5))
     }
 }
 
