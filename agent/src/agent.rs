@@ -967,6 +967,7 @@ impl Agent {
                         if !promoted {
                             bail!("pg_promote() did not complete");
                         }
+                        pg.mark_promoted();
                         // The first checkpoint on the new timeline puts it into
                         // pg_control, which pg_rewind on the old primary reads.
                         // Writes do not wait for it.

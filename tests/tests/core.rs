@@ -183,6 +183,40 @@ async fn node_crash_fails_over_and_old_primary_rejoins_with_rewind() {
     assert_eq!(last[4], cluster.node(q).name(), "{history}");
 }
 
+/// A crashed primary whose data directory also holds standby.signal (it had been
+/// started as a standby after the crash, as a fenced primary is) still rewinds:
+/// pg_rewind's single-user crash recovery refuses to run with standby.signal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_primary_with_standby_signal_rewinds_and_rejoins() {
+    let mut cluster = ClusterFixture::builder("crash_signal")
+        .nodes(3)
+        .start()
+        .await;
+    let p = wait_primary(&cluster).await;
+    wait_streaming_replicas(&cluster, p, 2).await;
+    insert_row(cluster.node(p), "sig", 1).await;
+    cluster.node_mut(p).kill_all();
+    let q = wait_new_primary(&cluster, p).await;
+    insert_row(cluster.node(q), "sig", 2).await;
+    let signal = cluster.node(p).data_dir().join("standby.signal");
+    std::fs::write(&signal, b"").unwrap();
+    // owned like the data directory (the nodes may run as `postgres`)
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(cluster.node(p).data_dir()).unwrap(),
+    );
+    std::os::unix::fs::chown(&signal, Some(owner), None).unwrap();
+    cluster.node_mut(p).start();
+    let names = wait_streaming_replicas(&cluster, q, 2).await;
+    assert!(names.contains(&cluster.node(p).name().to_string()));
+    insert_row(cluster.node(q), "sig", 3).await;
+    wait_row(&cluster, p, "sig", 3).await;
+    let log = std::fs::read_to_string(cluster.node(p).log_path()).unwrap();
+    assert!(
+        !log.contains("standby mode is not supported by single-user servers"),
+        "pg_rewind ran into standby.signal"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crash_restarts_primary_in_place() {
     let cluster = ClusterFixture::builder("pg_crash").nodes(3).start().await;

@@ -307,6 +307,18 @@ async fn failover_promotes_the_sync_standby_even_if_an_async_one_is_ahead() {
         names.contains(&cluster.node(a).name().to_string()),
         "{names:?}"
     );
+    // The new primary re-rendered its configuration for synchronous_standby_names
+    // after the promotion: that must not have put standby.signal back (a crash
+    // would then restart it as a replica, and pg_rewind refuses such a directory).
+    assert!(
+        !cluster.node(q).data_dir().join("standby.signal").exists(),
+        "standby.signal in the data directory of the promoted primary"
+    );
+    let conf = std::fs::read_to_string(cluster.node(q).data_dir().join("postgresql.conf")).unwrap();
+    assert!(
+        !conf.contains("primary_conninfo ="),
+        "replica settings in the promoted primary's postgresql.conf"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -414,6 +414,20 @@ impl PgCtl {
         self.reload()
     }
 
+    /// postgres was promoted: it removed standby.signal itself, and later
+    /// re-renderings (reloads, synchronous_standby_names) must not write the
+    /// replica settings of its last start back into a primary's data directory.
+    /// (They did: a crash then looked like a replica's, and pg_rewind's
+    /// single-user recovery refused to run with standby.signal present.)
+    pub fn mark_promoted(&self) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((standby, _)) = written.as_mut() {
+            *standby = None;
+        }
+        drop(written);
+        let _ = std::fs::remove_file(self.data().join("standby.signal"));
+    }
+
     /// Set `synchronous_standby_names`; a running postgres reloads it at once.
     pub fn set_sync_names(&self, dynamic: &BTreeMap<String, Value>, value: &str) -> Result<()> {
         *self.sync_names.lock().unwrap_or_else(|e| e.into_inner()) = value.to_string();
@@ -794,6 +808,18 @@ impl PgCtl {
         // pg_rewind sees one timeline on both sides and declares, wrongly, that no
         // rewind is needed. Ask for that checkpoint (as Patroni does) first.
         let checkpointed = self.checkpoint_source(src).await;
+        // A target that was not shut down cleanly (a fenced or crashed primary that
+        // was then started as a standby and stopped again) is recovered by
+        // pg_rewind in single-user mode, which refuses to run with standby.signal
+        // ("standby mode is not supported by single-user servers"). Take the
+        // signal files away for the rewind; put standby.signal back if it fails,
+        // a successful rewind is followed by a start that writes it again.
+        let signal = self.data().join("standby.signal");
+        let had_signal = signal.exists();
+        if had_signal {
+            std::fs::remove_file(&signal).context("remove standby.signal before pg_rewind")?;
+        }
+        let _ = std::fs::remove_file(self.data().join("recovery.signal"));
         // pg_rewind copies the source's configuration files; ours are rewritten before start.
         let mut cmd = tokio::process::Command::new(self.s.bin("pg_rewind"));
         cmd.arg(format!("--target-pgdata={}", self.data().display()))
@@ -802,8 +828,19 @@ impl PgCtl {
             // in the environment, not on the command line where `ps` shows it
             cmd.env("PGPASSWORD", pw);
         }
-        let out = run_tool(cmd, "pg_rewind").await?;
+        let out = match run_tool(cmd, "pg_rewind").await {
+            Ok(out) => out,
+            Err(e) => {
+                if had_signal {
+                    let _ = std::fs::write(&signal, b"");
+                }
+                return Err(e);
+            }
+        };
         if out.contains("source and target cluster are on the same timeline") {
+            if had_signal {
+                let _ = std::fs::write(&signal, b"");
+            }
             if let Err(e) = checkpointed {
                 tracing::warn!("could not ask {} for a checkpoint: {e:#}", src.name);
             }
