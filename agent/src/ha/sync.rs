@@ -45,14 +45,17 @@ pub const ANY_STANDBY: &str = "*";
 
 /// Members that may be synchronous now, best first: streaming from us, not tagged
 /// `nosync` (or `sync_priority <= 0`), within `maximum_lag_on_syncnode`; ordered by
-/// `sync_priority` (higher first), then by lag, then by name.
+/// `sync_priority` (higher first), then those postgres already treats as
+/// synchronous (so an equally good replica that comes back does not displace the
+/// synchronous standby: each change empties the `sync` key for a cycle or two,
+/// when no failover is possible), then by lag, then by name.
 pub fn candidates(
     obs: &Observation,
     s: &Settings,
     cluster: &Cluster,
     cfg: &DynamicConfig,
 ) -> Vec<String> {
-    let mut c: Vec<(i64, u64, String)> = obs
+    let mut c: Vec<(i64, bool, u64, String)> = obs
         .pg
         .walsenders
         .iter()
@@ -69,11 +72,12 @@ pub fn candidates(
             if cfg.maximum_lag_on_syncnode > 0 && w.lag > cfg.maximum_lag_on_syncnode as u64 {
                 return None;
             }
-            Some((-prio, w.lag, w.name.clone()))
+            let not_sync = !(w.sync_state == "sync" || w.sync_state == "quorum");
+            Some((-prio, not_sync, w.lag, w.name.clone()))
         })
         .collect();
     c.sort();
-    c.into_iter().map(|(_, _, n)| n).collect()
+    c.into_iter().map(|(_, _, _, n)| n).collect()
 }
 
 /// The leader's synchronous-replication step for this cycle (empty when settled).

@@ -352,9 +352,25 @@ async fn isolate<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize, how: Isolation
 }
 
 /// In synchronous mode, what the sync key says (who may take over), as a note.
+/// Waits (up to 15 s) for the key to list a standby first: with none listed no
+/// replica may take over, and a fault then would test nothing but that.
 async fn note_sync_key<T: Target>(t: &T, cx: &mut Cx<'_>) {
     if cx.opts.sync {
-        let key = t.etcd_get(&format!("{}sync", t.prefix())).await;
+        let path = format!("{}sync", t.prefix());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let key = loop {
+            let key = t.etcd_get(&path).await;
+            let listed = key.as_ref().ok().and_then(|k| k.as_ref()).is_some_and(|v| {
+                serde_json::from_str::<serde_json::Value>(v)
+                    .ok()
+                    .and_then(|j| j["sync_standby"].as_str().map(|s| !s.is_empty()))
+                    .unwrap_or(false)
+            });
+            if listed || Instant::now() >= deadline {
+                break key;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
         cx.note(format!(
             "sync key before the fault: {}",
             match key {

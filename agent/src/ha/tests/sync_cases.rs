@@ -267,3 +267,25 @@ fn departed_member_slot_is_kept_until_member_slots_ttl() {
         "{d:?}"
     );
 }
+
+#[test]
+fn an_equally_good_replica_does_not_displace_the_synchronous_standby() {
+    // n3 is synchronous and listed; n2 comes back, as close (lag 0) and first by
+    // name: nothing changes (a change would empty the key for a cycle or two,
+    // when no failover is possible)
+    let mut o = leading_sync(json!({}));
+    sync_key(o.cluster.as_mut().unwrap(), ME, "n3");
+    o.pg.sync_standby_names = Some("\"n3\"".into());
+    o.pg.walsenders = vec![ws("n2", "async", 0), ws("n3", "sync", 0)];
+    assert_eq!(sync_actions(&o), vec![]);
+    // a higher sync_priority still wins
+    let c = o.cluster.take().unwrap();
+    o.cluster = Some(c.with_member(member("n2").tag("sync_priority", json!(5))));
+    assert_eq!(
+        sync_actions(&o),
+        vec![A::WriteSync {
+            standbys: vec![],
+            mod_revision: Some(9)
+        }]
+    );
+}
