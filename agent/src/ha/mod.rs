@@ -732,21 +732,27 @@ fn clone_source(cluster: &Cluster, s: &Settings) -> Option<Source> {
     })
 }
 
-/// The member `m` streams from, by the rule its own agent applies in
-/// [`follow_target`]: its `replicatefrom` member if that one is running, else the
-/// leader.
+/// The member a node named `name` with tag `replicatefrom: rf` streams from
+/// instead of the leader: `rf`, when that is another member, running and with a
+/// connection address. One rule for [`follow_target`] (where this node streams
+/// from) and [`upstream_of`] (where the slot of a member must live).
+fn cascade_upstream<'a>(
+    cluster: &'a Cluster,
+    name: &str,
+    rf: Option<&str>,
+) -> Option<&'a crate::dcs::model::Member> {
+    let rf = rf.filter(|rf| *rf != name)?;
+    cluster
+        .member(rf)
+        .filter(|m| m.data.state.as_deref() == Some("running") && m.data.conn_host_port().is_some())
+}
+
+/// The member `m` streams from: its `replicatefrom` upstream, else the leader.
 fn upstream_of<'a>(cluster: &'a Cluster, m: &'a crate::dcs::model::Member) -> Option<&'a str> {
-    if let Some(rf) = m.data.tags.get("replicatefrom").and_then(|v| v.as_str()) {
-        if rf != m.name {
-            if let Some(up) = cluster.member(rf) {
-                if up.data.state.as_deref() == Some("running") && up.data.conn_host_port().is_some()
-                {
-                    return Some(up.name.as_str());
-                }
-            }
-        }
-    }
-    cluster.leader_name()
+    let rf = m.data.tags.get("replicatefrom").and_then(|v| v.as_str());
+    cascade_upstream(cluster, &m.name, rf)
+        .map(|up| up.name.as_str())
+        .or_else(|| cluster.leader_name())
 }
 
 /// A running replica keeps physical slots for the members that cascade from it
@@ -799,16 +805,8 @@ fn follow_target(cluster: &Cluster, s: &Settings) -> Option<Source> {
             port,
         })
     };
-    if let Some(rf) = &s.replicatefrom {
-        if rf != &s.name {
-            if let Some(m) = cluster.member(rf) {
-                if m.data.state.as_deref() == Some("running") {
-                    if let Some(src) = to_source(rf) {
-                        return Some(src);
-                    }
-                }
-            }
-        }
+    if let Some(up) = cascade_upstream(cluster, &s.name, s.replicatefrom.as_deref()) {
+        return to_source(&up.name);
     }
     let leader = cluster.leader_name()?;
     if leader == s.name {
