@@ -66,6 +66,8 @@ pub struct Agent {
     started: Instant,
     dynamic: DynamicConfig,
     dynamic_params: BTreeMap<String, Value>,
+    /// Fields of the dynamic configuration that could not be used as written.
+    config_notes: Vec<crate::config::Note>,
     holds_lock: bool,
     last_reason: String,
     last_role: String,
@@ -109,7 +111,8 @@ impl Agent {
         let etcd = Etcd::connect(&cfg.etcd3, &cfg.cluster_prefix(), &cfg.name).await?;
         let settings = settings_from(&cfg);
         // Until etcd says otherwise, the bootstrap section is our best guess of the timings.
-        let dynamic = DynamicConfig::from_json(&settings.bootstrap_config).unwrap_or_default();
+        let (dynamic, _) =
+            DynamicConfig::effective(&settings.bootstrap_config, &DynamicConfig::default());
         let dynamic_params = dynamic.postgresql.parameters.clone();
         let (status_tx, _) = watch::channel(Arc::new(NodeStatus::initial(&cfg.scope, &cfg.name)));
         let (requests_tx, requests_rx) = mpsc::channel(1);
@@ -131,6 +134,7 @@ impl Agent {
             started: Instant::now(),
             dynamic,
             dynamic_params,
+            config_notes: Vec::new(),
             holds_lock: false,
             last_reason: String::new(),
             last_role: "uninitialized".into(),
@@ -157,7 +161,7 @@ impl Agent {
     }
 
     fn retry_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.dynamic.retry_timeout.max(0.5))
+        crate::config::duration(self.dynamic.retry_timeout.max(0.5))
     }
 
     /// Safety rule 6: a second agent with our name refuses to start. The member key
@@ -245,7 +249,7 @@ impl Agent {
             if let Some(exit) = self.cycle().await {
                 break exit;
             }
-            let mut next = cycle_start + Duration::from_secs_f64(self.dynamic.loop_wait.max(0.1));
+            let mut next = cycle_start + crate::config::duration(self.dynamic.loop_wait.max(0.1));
             if let Some(w) = self.next_wakeup.take() {
                 next = next.min(w);
             }
@@ -279,7 +283,7 @@ impl Agent {
         let was_primary =
             self.pg.is_running() && self.last_probe.as_ref().is_some_and(|p| !p.in_recovery);
         let stop_timeout = if self.dynamic.primary_stop_timeout > 0.0 {
-            Duration::from_secs_f64(self.dynamic.primary_stop_timeout)
+            crate::config::duration(self.dynamic.primary_stop_timeout)
         } else {
             Duration::from_secs(60)
         };
@@ -319,7 +323,7 @@ impl Agent {
             tracing::debug!("{reason}");
         }
         if let Some(w) = decision.wakeup_in {
-            self.next_wakeup = Some(Instant::now() + Duration::from_secs_f64(w.max(0.05)));
+            self.next_wakeup = Some(Instant::now() + crate::config::duration(w.max(0.05)));
         }
         let exit = self.execute(&decision, &obs).await;
         if let Some((req, reply)) = self.pending.take() {
@@ -410,7 +414,7 @@ impl Agent {
         self.etcd.set_timeout(self.retry_timeout());
         let ttl = self.dynamic.lease_ttl_secs();
         let sent = Instant::now();
-        let cluster = match self.etcd.refresh_lease(ttl).await {
+        let mut cluster = match self.etcd.refresh_lease(ttl).await {
             Ok(_) => match self.etcd.read_cluster().await {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -423,26 +427,10 @@ impl Agent {
                 None
             }
         };
-        if let Some(c) = &cluster {
+        if let Some(c) = cluster.as_mut() {
             self.lease_renewed_at = Some(sent);
             self.dcs_last_seen = unix_now();
-            if let Some(cc) = &c.config {
-                if cc.raw.is_object() {
-                    self.memory.last_config = Some(cc.raw.clone());
-                }
-                if let Some(p) = &cc.parsed {
-                    if *p != self.dynamic {
-                        tracing::info!(
-                            ttl = p.ttl,
-                            loop_wait = p.loop_wait,
-                            retry_timeout = p.retry_timeout,
-                            "dynamic configuration loaded"
-                        );
-                    }
-                    self.dynamic = p.clone();
-                    self.dynamic_params = p.postgresql.parameters.clone();
-                }
-            }
+            self.apply_dynamic_config(c);
             self.memory.paused = self.dynamic.pause;
             // member slots seen now (and those the leader keeps for departed members)
             for m in &c.members {
@@ -594,7 +582,7 @@ impl Agent {
                     self.pending = Some((due.request, tx));
                 }
             } else if let Some(r) = slot.as_ref() {
-                let wait = Duration::from_secs_f64((r.at - unix_now).max(0.05));
+                let wait = crate::config::duration((r.at - unix_now).max(0.05));
                 let when = Instant::now() + wait;
                 self.next_wakeup = Some(self.next_wakeup.map_or(when, |w| w.min(when)));
             }
@@ -906,10 +894,10 @@ impl Agent {
         let params = self.dynamic_params.clone();
         let wake = self.wake.clone();
         let use_slots = self.dynamic.postgresql.use_slots;
-        let start_timeout = Duration::from_secs_f64(self.dynamic.primary_start_timeout.max(10.0));
+        let start_timeout = crate::config::duration(self.dynamic.primary_start_timeout.max(10.0));
         let replica_timeout = Duration::from_secs(3600);
         let stop_timeout = if self.dynamic.primary_stop_timeout > 0.0 {
-            Duration::from_secs_f64(self.dynamic.primary_stop_timeout)
+            crate::config::duration(self.dynamic.primary_stop_timeout)
         } else {
             Duration::from_secs(60)
         };
@@ -1090,6 +1078,51 @@ impl Agent {
         self.settings = settings_from(&cfg);
         self.cfg = cfg;
         tracing::info!("configuration file re-read");
+    }
+
+    /// Read the `config` key into the one configuration both `decide` and the
+    /// executor use (safety rule 10): a field that cannot be used keeps its last
+    /// valid value, each such field is logged once, and a missing or unreadable
+    /// key keeps everything as it was.
+    fn apply_dynamic_config(&mut self, c: &mut Cluster) {
+        let (next, notes) = match &c.config {
+            Some(cc) if cc.parsed.is_some() => {
+                if cc.raw.is_object() {
+                    self.memory.last_config = Some(cc.raw.clone());
+                }
+                DynamicConfig::effective(&cc.raw, &self.dynamic)
+            }
+            Some(_) => (
+                self.dynamic.clone(),
+                vec![crate::config::Note::Invalid {
+                    key: "config".into(),
+                    message: "the stored value is not JSON".into(),
+                }],
+            ),
+            None => (self.dynamic.clone(), self.config_notes.clone()),
+        };
+        if notes != self.config_notes {
+            for n in &notes {
+                tracing::warn!("dynamic configuration: {n}");
+            }
+            if notes.is_empty() {
+                tracing::info!("dynamic configuration: every field is valid again");
+            }
+            self.config_notes = notes;
+        }
+        if next != self.dynamic {
+            tracing::info!(
+                ttl = next.ttl,
+                loop_wait = next.loop_wait,
+                retry_timeout = next.retry_timeout,
+                pause = next.pause,
+                synchronous_mode = next.synchronous_mode,
+                "dynamic configuration loaded"
+            );
+            self.dynamic = next;
+            self.dynamic_params = self.dynamic.postgresql.parameters.clone();
+        }
+        c.in_force = Some(self.dynamic.clone());
     }
 
     /// Patroni's postgres state string.
@@ -1278,6 +1311,7 @@ impl Agent {
             scheduled_restart,
             local_conn: Some(self.pg.s.local_conn(&self.dynamic_params)),
             pending_restart_reason: data.pending_restart_reason.clone(),
+            config_warnings: self.config_notes.iter().map(|n| n.to_string()).collect(),
         };
         self.status_tx.send_replace(Arc::new(status));
         self.update_fence(obs);
@@ -1305,7 +1339,7 @@ impl Agent {
         match (primary && !self.memory.paused, pid, self.lease_renewed_at) {
             (true, Some(pid), Some(renewed)) => {
                 let ttl = Duration::from_secs(self.dynamic.lease_ttl_secs().max(1) as u64);
-                let margin = Duration::from_secs_f64((ttl.as_secs_f64() * 0.1).min(1.0));
+                let margin = crate::config::duration((ttl.as_secs_f64() * 0.1).min(1.0));
                 let deadline = renewed + ttl - margin;
                 fence.arm(pid, deadline.saturating_duration_since(Instant::now()));
             }

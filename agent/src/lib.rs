@@ -36,3 +36,6 @@ pub mod ha;
 pub mod peers;
 pub mod postgres;
 pub mod status;
+
+#[cfg(test)]
+mod hostile;

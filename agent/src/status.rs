@@ -86,6 +86,9 @@ pub struct NodeStatus {
     pub local_conn: Option<tokio_postgres::Config>,
     /// `{"guc": {"old_value", "new_value"}}` for settings waiting for a restart.
     pub pending_restart_reason: Option<Value>,
+    /// Fields of the dynamic configuration that could not be used as written
+    /// (`key: message`), or were adjusted.
+    pub config_warnings: Vec<String>,
 }
 
 impl NodeStatus {
@@ -121,6 +124,7 @@ impl NodeStatus {
             scheduled_restart: None,
             local_conn: None,
             pending_restart_reason: None,
+            config_warnings: vec![],
         }
     }
 
@@ -197,6 +201,9 @@ impl NodeStatus {
             json!({"version": VERSION, "scope": self.scope, "name": self.name}),
         );
         m.insert("reason".into(), json!(self.reason));
+        if !self.config_warnings.is_empty() {
+            m.insert("config_warnings".into(), json!(self.config_warnings));
+        }
         Value::Object(m)
     }
 }

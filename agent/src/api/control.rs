@@ -240,7 +240,7 @@ pub async fn patch_config_route(
     };
     if patch_config(&mut data, &patch) {
         let value = Value::Object(data.clone());
-        if let Err(e) = DynamicConfig::from_json(&value) {
+        if let Err(e) = DynamicConfig::check_change(&cfg.raw, &value) {
             return text(400, format!("invalid configuration: {e}"));
         }
         match c.etcd.set_config(&value, Some(cfg.mod_revision)).await {
@@ -520,7 +520,7 @@ async fn poll_result(
     } else {
         ("failed", "Failed", "Failover")
     };
-    let timeout = Duration::from_secs_f64(loop_wait.max(10.0) * 2.0);
+    let timeout = crate::config::duration(loop_wait.max(10.0) * 2.0);
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -653,14 +653,17 @@ pub async fn post_restart(State(state): State<ApiState>, body: axum::body::Bytes
                 None => return text(400, format!("{v} is not a valid PostgreSQL version")),
             },
             "timeout" => {
-                let secs = match v {
-                    Value::Number(n) => n.as_f64(),
-                    Value::String(s) => s.trim().trim_end_matches('s').trim().parse().ok(),
-                    _ => None,
-                };
-                match secs {
-                    Some(s) if s > 0.0 => timeout = Some(s),
-                    _ => return text(400, "Timeout should be a positive number of seconds"),
+                // Patroni's forms (`30`, `"30"`, `"30s"`, `"5min"`), bounded to a day.
+                let bounded =
+                    crate::config::dynamic::secs(v, 0.0, crate::config::dynamic::MAX_TIMEOUT_SECS);
+                match bounded {
+                    Ok(s) if s > 0.0 => timeout = Some(s),
+                    _ => {
+                        return text(
+                            400,
+                            "Timeout should be a positive number of seconds, at most 86400",
+                        )
+                    }
                 }
             }
             "restart_pending" => {}
@@ -709,7 +712,7 @@ pub async fn post_restart(State(state): State<ApiState>, body: axum::body::Bytes
         c.wake.notify_one();
         return text(202, "Restart scheduled");
     }
-    let t = Duration::from_secs_f64(timeout.unwrap_or(300.0) + 30.0);
+    let t = crate::config::duration(timeout.unwrap_or(300.0) + 30.0);
     ask_loop(c, request, t).await
 }
 

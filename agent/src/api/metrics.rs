@@ -182,6 +182,12 @@ pub(crate) fn render(st: &NodeStatus) -> String {
         "1 if the cluster is in maintenance mode, else 0.",
         &flag(st.paused),
     );
+    m(
+        "agent_dynamic_config_warnings",
+        "gauge",
+        "Fields of the dynamic configuration that could not be used as written (each keeps its last valid value) or were adjusted.",
+        &st.config_warnings.len(),
+    );
     let priority = MemberData {
         tags: st.tags.clone(),
         ..Default::default()

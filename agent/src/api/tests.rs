@@ -39,6 +39,7 @@ fn cluster() -> Cluster {
         config: Some(ClusterConfig {
             parsed: Some(DynamicConfig::from_json(&raw).expect("config fixture")),
             raw,
+            notes: vec![],
             mod_revision: 5,
         }),
         leader: Some(Leader {
@@ -91,6 +92,7 @@ fn cluster() -> Cluster {
             mod_revision: 6,
         },
         revision: 10,
+        in_force: None,
     }
 }
 
@@ -498,6 +500,7 @@ async fn cluster_pause_switchover_and_async_roles() {
     c.config = Some(ClusterConfig {
         parsed: Some(DynamicConfig::from_json(&raw).expect("config")),
         raw,
+        notes: vec![],
         mod_revision: 8,
     });
     c.failover = Some(Failover {

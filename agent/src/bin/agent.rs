@@ -39,7 +39,20 @@ fn init_logging(level: Option<&str>) {
         .init();
 }
 
+/// Every build aborts on a panic, as the release build does (`panic = "abort"`):
+/// a panic inside a tokio task would otherwise only end that task in a debug
+/// build, and the tests would not see what production sees (the agent gone, its
+/// postgres stopped by the fence).
+fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        std::process::abort();
+    }));
+}
+
 fn main() -> ExitCode {
+    abort_on_panic();
     if std::env::args().nth(1).as_deref() == Some(agent::fence::WATCHDOG_ARG) {
         agent::fence::watchdog_main();
         return ExitCode::SUCCESS;

@@ -832,6 +832,17 @@ fn validate(cfg: &mut Config, file: &str, warnings: &mut Vec<String>) -> Result<
         return Err(err("name", format!("`{RESERVED_NAME}` is reserved")));
     }
 
+    // postgresql.parameters: each one becomes one line of postgresql.conf.
+    for (name, value) in &cfg.postgresql.parameters {
+        crate::config::check_parameter(name, value).map_err(|m| {
+            let shown: String = name
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            err(&format!("postgresql.parameters.{shown}"), m)
+        })?;
+    }
+
     // REST API. Patroni binds `*:port` and `:port` to all interfaces; so do we,
     // by rewriting them to an address a socket can bind.
     let (host, port) =
@@ -1437,7 +1448,7 @@ tags:
         ));
         assert_eq!(
             e,
-            r#"node1.yml: bootstrap.dcs.ttl: invalid type: string "abc", expected f64"#
+            r#"node1.yml: bootstrap.dcs.ttl: expected a number of seconds (units: ms, s, min, h, d), got "abc""#
         );
         let e = err(&edit(
             "postgresql.use_pg_rewind",
@@ -1462,7 +1473,17 @@ tags:
             Some(Value::from(3)),
         ));
         assert!(
-            e.starts_with("node1.yml: bootstrap.dcs.postgresql.use_slots: invalid type"),
+            e.starts_with("node1.yml: bootstrap.dcs.postgresql.use_slots: expected a boolean"),
+            "{e}"
+        );
+        let e = err(&edit(
+            "postgresql.parameters",
+            Some(serde_json::json!({"work_mem": "4MB'\nshared_preload_libraries = 'evil"})),
+        ));
+        assert!(
+            e.starts_with(
+                "node1.yml: postgresql.parameters.work_mem: the value contains a control character"
+            ),
             "{e}"
         );
         let e = err(&edit(

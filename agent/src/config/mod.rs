@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod dynamic;
 mod load;
+
+pub use dynamic::{check_parameter, duration, DynamicConfig, DynamicPostgresql, Note};
 
 pub use load::{load_file, load_str, ConfigError};
 
@@ -358,122 +361,6 @@ pub fn cluster_prefix(namespace: &str, scope: &str) -> String {
         format!("/{scope}/")
     } else {
         format!("/{ns}/{scope}/")
-    }
-}
-
-/// The cluster-wide configuration (the `config` key in etcd), typed view.
-///
-/// The raw JSON is kept next to it by callers so that unknown keys survive a rewrite.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DynamicConfig {
-    pub ttl: f64,
-    pub loop_wait: f64,
-    pub retry_timeout: f64,
-    pub maximum_lag_on_failover: u64,
-    pub maximum_lag_on_syncnode: i64,
-    pub primary_start_timeout: f64,
-    pub primary_stop_timeout: f64,
-    pub synchronous_mode: bool,
-    pub synchronous_mode_strict: bool,
-    pub synchronous_node_count: u32,
-    pub check_timeline: bool,
-    pub max_timelines_history: u32,
-    pub member_slots_ttl: f64,
-    pub pause: bool,
-    pub postgresql: DynamicPostgresql,
-    pub slots: Option<Value>,
-}
-
-impl Default for DynamicConfig {
-    fn default() -> Self {
-        DynamicConfig {
-            ttl: 30.0,
-            loop_wait: 10.0,
-            retry_timeout: 10.0,
-            maximum_lag_on_failover: 1_048_576,
-            maximum_lag_on_syncnode: -1,
-            primary_start_timeout: 300.0,
-            primary_stop_timeout: 0.0,
-            synchronous_mode: false,
-            synchronous_mode_strict: false,
-            synchronous_node_count: 1,
-            check_timeline: false,
-            max_timelines_history: 0,
-            member_slots_ttl: 1800.0,
-            pause: false,
-            postgresql: DynamicPostgresql::default(),
-            slots: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct DynamicPostgresql {
-    pub use_pg_rewind: bool,
-    pub use_slots: bool,
-    pub parameters: BTreeMap<String, Value>,
-    pub pg_hba: Option<Vec<String>>,
-}
-
-impl Default for DynamicPostgresql {
-    fn default() -> Self {
-        DynamicPostgresql {
-            use_pg_rewind: false,
-            use_slots: true,
-            parameters: BTreeMap::new(),
-            pg_hba: None,
-        }
-    }
-}
-
-impl DynamicConfig {
-    /// Parse the dynamic configuration from its JSON form, with defaults for what is
-    /// missing. Errors name the offending key.
-    pub fn from_json(v: &Value) -> Result<DynamicConfig, String> {
-        let v = if v.is_null() {
-            Value::Object(Default::default())
-        } else {
-            v.clone()
-        };
-        let cfg: DynamicConfig = serde_path_to_error::deserialize(v).map_err(|e| {
-            let path = e.path().to_string();
-            format!("{path}: {}", e.into_inner())
-        })?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Safety rule 2: `ttl >= loop_wait + 2 * retry_timeout`, and sane ranges.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.loop_wait.is_nan() || self.loop_wait <= 0.0 {
-            return Err(format!("loop_wait: must be > 0 (got {})", self.loop_wait));
-        }
-        if self.retry_timeout.is_nan() || self.retry_timeout <= 0.0 {
-            return Err(format!(
-                "retry_timeout: must be > 0 (got {})",
-                self.retry_timeout
-            ));
-        }
-        if self.ttl.is_nan() || self.ttl <= 0.0 {
-            return Err(format!("ttl: must be > 0 (got {})", self.ttl));
-        }
-        if self.ttl < self.loop_wait + 2.0 * self.retry_timeout {
-            return Err(format!(
-                "ttl: must be >= loop_wait + 2 * retry_timeout ({} < {} + 2 * {})",
-                self.ttl, self.loop_wait, self.retry_timeout
-            ));
-        }
-        if self.primary_start_timeout < 0.0 {
-            return Err("primary_start_timeout: must be >= 0".into());
-        }
-        Ok(())
-    }
-
-    /// The etcd lease TTL in whole seconds (etcd leases are integral; round up).
-    pub fn lease_ttl_secs(&self) -> i64 {
-        self.ttl.ceil().max(1.0) as i64
     }
 }
 

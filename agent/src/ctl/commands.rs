@@ -902,7 +902,7 @@ async fn edit_config(ctx: &mut Ctx, a: args::EditConfigArgs) -> CtlResult<()> {
     if !a.quiet {
         println!("{}", diff::render(&before, &after, ctx.tty_out));
     }
-    if let Err(e) = crate::config::DynamicConfig::from_json(&changed) {
+    if let Err(e) = crate::config::DynamicConfig::check_change(&before_data, &changed) {
         let kept = edited_file.as_mut().map(|f| {
             f.keep();
             format!(" (your edit is kept in {})", f.path.display())
@@ -1030,6 +1030,7 @@ mod tests {
         c.config = Some(crate::dcs::model::ClusterConfig {
             raw: json!({"pause": true, "ttl": "garbage", "loop_wait": 2}),
             parsed: None,
+            notes: vec![],
             mod_revision: 1,
         });
         assert_eq!(loop_wait(&c), 2.0);

@@ -730,6 +730,7 @@ mod tests {
         c.config = Some(crate::dcs::model::ClusterConfig {
             raw: json!({"pause": true}),
             parsed: None,
+            notes: vec![],
             mod_revision: 1,
         });
         assert!(is_paused(&c));

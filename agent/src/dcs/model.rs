@@ -50,14 +50,23 @@ pub struct Cluster {
     pub history: History,
     /// etcd revision of the read.
     pub revision: i64,
+    /// The dynamic configuration the agent runs with, set by the agent after the
+    /// read (bad fields keep their last valid value; an absent `config` key keeps
+    /// the last one seen), so `decide` and the executor read one value.
+    pub in_force: Option<DynamicConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     /// The JSON as stored (unknown keys survive rewrites).
     pub raw: Value,
-    /// Typed view; `None` when the stored value is not valid (defaults are used then).
+    /// Typed view, read leniently (a bad field takes its default and is named in
+    /// `notes`); `None` when the stored value is not JSON at all. The agent replaces
+    /// it with its own effective configuration, where a bad field keeps its last
+    /// valid value instead (see [`DynamicConfig::effective`]).
     pub parsed: Option<DynamicConfig>,
+    /// What could not be used as written.
+    pub notes: Vec<crate::config::Note>,
     pub mod_revision: i64,
 }
 
@@ -459,11 +468,19 @@ impl Cluster {
                 keys::INITIALIZE => c.initialize = Some(kv.value.clone()),
                 keys::CONFIG => {
                     let raw: Option<Value> = serde_json::from_str(&kv.value).ok();
-                    let parsed = raw.as_ref().and_then(|r| DynamicConfig::from_json(r).ok());
+                    let (parsed, notes) = match &raw {
+                        Some(r) => {
+                            let (cfg, notes) =
+                                DynamicConfig::effective(r, &DynamicConfig::default());
+                            (Some(cfg), notes)
+                        }
+                        None => (None, vec![]),
+                    };
                     let raw = raw.unwrap_or(Value::Null);
                     c.config = Some(ClusterConfig {
                         raw,
                         parsed,
+                        notes,
                         mod_revision: kv.mod_revision,
                     });
                 }
@@ -521,8 +538,12 @@ impl Cluster {
         self.leader.is_none()
     }
 
-    /// Dynamic config in effect: the stored one when valid, else defaults.
+    /// Dynamic config in effect: the agent's (see `in_force`), else the stored one
+    /// read leniently, else defaults.
     pub fn dynamic(&self) -> DynamicConfig {
+        if let Some(c) = &self.in_force {
+            return c.clone();
+        }
         self.config
             .as_ref()
             .and_then(|c| c.parsed.clone())

@@ -124,10 +124,13 @@ pub struct StandbyConf {
 pub fn render_postgresql_conf(input: &ConfInput) -> String {
     let mut params = default_parameters();
     for (k, v) in &input.parameters {
-        if MANAGED.contains(&k.as_str()) {
+        let name = k.to_ascii_lowercase();
+        // Managed names are compared as postgres compares names (case-insensitively),
+        // so `Port` cannot override the port; a line break cannot start a new line.
+        if MANAGED.contains(&name.as_str()) || v.chars().any(|c| c.is_control()) {
             continue;
         }
-        params.insert(k.clone(), v.clone());
+        params.insert(name, v.clone());
     }
     let mut out = String::new();
     out.push_str("# Managed by agent. Do not edit: it is rewritten before every start.\n");
@@ -231,6 +234,11 @@ mod tests {
         let mut params = BTreeMap::new();
         params.insert("max_connections".to_string(), "50".to_string());
         params.insert("port".to_string(), "1".to_string()); // managed: ignored
+        params.insert("Port".to_string(), "2".to_string()); // managed, any case
+        params.insert(
+            "work_mem".to_string(),
+            "1'\narchive_command = 'x".to_string(),
+        ); // a second line
         let mut input = ConfInput {
             listen_addresses: "127.0.0.1".into(),
             port: 5433,
@@ -243,6 +251,8 @@ mod tests {
         };
         let text = render_postgresql_conf(&input);
         assert!(text.contains("port = '5433'"));
+        assert_eq!(text.matches("port = ").count(), 1, "{text}");
+        assert!(!text.contains("archive_command"), "{text}");
         assert!(text.contains("max_connections = '50'"));
         assert!(text.contains("wal_level = 'replica'"));
         assert!(!text.contains("primary_conninfo"));

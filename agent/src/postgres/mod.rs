@@ -116,11 +116,16 @@ impl PgSettings {
     }
 
     /// Parameters in effect: defaults < dynamic `postgresql.parameters` < local ones.
+    /// Names are compared as postgres does (case-insensitively); a name or value
+    /// that could not be one line of `postgresql.conf` is left out (the
+    /// configuration loaders already refuse or warn about it).
     pub fn merged_parameters(&self, dynamic: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let local = self.local.read().unwrap_or_else(|e| e.into_inner());
         for (k, v) in dynamic.iter().chain(local.parameters.iter()) {
-            out.insert(k.clone(), param_value(v));
+            if crate::config::check_parameter(k, v).is_ok() {
+                out.insert(k.to_ascii_lowercase(), param_value(v));
+            }
         }
         out
     }

@@ -128,6 +128,7 @@ pub fn config_of(raw: Value) -> ClusterConfig {
     ClusterConfig {
         raw,
         parsed,
+        notes: vec![],
         mod_revision: 5,
     }
 }
