@@ -182,7 +182,9 @@ fn recorded(named: &BTreeMap<String, u64>, name: &str) -> Option<u64> {
 
 /// Members that may be synchronous now, best first: streaming from us with a
 /// known flush position, not tagged `nosync` (or `sync_priority <= 0`), within
-/// `maximum_lag_on_syncnode`. Ordered by `sync_priority` (higher first), then
+/// `maximum_lag_on_syncnode`. Ordered as Patroni orders them: members that may
+/// fail over before `nofailover` ones (a synchronous standby that cannot be
+/// promoted protects no failover), then by `sync_priority` (higher first), then
 /// those postgres already treats as synchronous (so an equally good replica that
 /// comes back does not displace the synchronous standby: each change empties the
 /// `sync` key for a cycle or two, when no failover is possible), then by lag,
@@ -193,7 +195,7 @@ pub fn candidates(
     cluster: &Cluster,
     cfg: &DynamicConfig,
 ) -> Vec<String> {
-    let mut c: Vec<(i64, bool, u64, String)> = obs
+    let mut c: Vec<(bool, i64, bool, u64, String)> = obs
         .pg
         .walsenders
         .iter()
@@ -211,11 +213,11 @@ pub fn candidates(
                 return None;
             }
             let not_sync = !(w.sync_state == "sync" || w.sync_state == "quorum");
-            Some((-prio, not_sync, w.lag, w.name.clone()))
+            Some((m.data.nofailover(), -prio, not_sync, w.lag, w.name.clone()))
         })
         .collect();
     c.sort();
-    c.into_iter().map(|(_, _, _, n)| n).collect()
+    c.into_iter().map(|(_, _, _, _, n)| n).collect()
 }
 
 /// The leader's synchronous-replication step for this cycle (empty when settled),

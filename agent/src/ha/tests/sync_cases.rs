@@ -489,6 +489,42 @@ fn turning_sync_off_forgets_the_recorded_positions() {
 }
 
 #[test]
+fn nofailover_members_are_chosen_last() {
+    // n2 is closest and has the higher sync_priority, but may not fail over
+    let mut o = leading_sync(json!({}));
+    sync_key(o.cluster.as_mut().unwrap(), ME, "");
+    let c = o.cluster.take().unwrap();
+    let c = Cluster {
+        members: vec![
+            member(ME).primary(),
+            member("n2")
+                .tag("nofailover", json!(true))
+                .tag("sync_priority", json!(5)),
+            member("n3"),
+        ],
+        ..c
+    };
+    o.cluster = Some(c);
+    o.pg.walsenders = vec![ws("n2", "async", 0), ws("n3", "async", SEG)];
+    assert_eq!(sync_actions(&o), vec![A::SetSyncNames("\"n3\"".into())]);
+    // failover_priority 0 means the same
+    let c = o.cluster.take().unwrap();
+    let c = Cluster {
+        members: vec![
+            member(ME).primary(),
+            member("n2").tag("failover_priority", json!(0)),
+            member("n3"),
+        ],
+        ..c
+    };
+    o.cluster = Some(c);
+    assert_eq!(sync_actions(&o), vec![A::SetSyncNames("\"n3\"".into())]);
+    // still chosen when nobody else can be
+    o.pg.walsenders = vec![ws("n2", "async", 0)];
+    assert_eq!(sync_actions(&o), vec![A::SetSyncNames("\"n2\"".into())]);
+}
+
+#[test]
 fn synchronous_standby_names_are_parsed_as_postgres_does() {
     let n = |s: &str| named_standbys(s);
     assert_eq!(n(""), Vec::<String>::new());
