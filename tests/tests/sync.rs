@@ -1,8 +1,9 @@
 //! Synchronous replication against real etcd and PostgreSQL: the sync key and
 //! `synchronous_standby_names` agree, sync moves when the standby goes, strict
 //! mode blocks writes with no standby, a failover promotes the synchronous
-//! standby even when an asynchronous one received more, tags, cascading
-//! replication, permanent slots.
+//! standby even when an asynchronous one received more, a stalled replica is
+//! neither listed nor promoted before it has every acknowledged commit, tags,
+//! cascading replication, permanent slots.
 
 use std::time::{Duration, Instant};
 
