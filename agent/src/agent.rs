@@ -784,6 +784,19 @@ impl Agent {
                 self.memory.divergence_checked = Some((leader.clone(), *timeline));
                 Ok(true)
             }
+            Action::NoteSyncNamed(named) => {
+                for (name, lsn) in named {
+                    if !self.memory.sync_named.contains_key(name) {
+                        tracing::info!(
+                            standby = %name,
+                            lsn = %crate::dcs::model::format_lsn(*lsn),
+                            "named synchronous: enters the sync key once flushed to here"
+                        );
+                    }
+                }
+                self.memory.sync_named = named.clone();
+                Ok(true)
+            }
             Action::SyncSlots { create, drop } => {
                 let mut sql = String::new();
                 for s in create {

@@ -1,8 +1,9 @@
 //! Synchronous replication against real etcd and PostgreSQL: the sync key and
 //! `synchronous_standby_names` agree, sync moves when the standby goes, strict
 //! mode blocks writes with no standby, a failover promotes the synchronous
-//! standby even when an asynchronous one received more, tags, cascading
-//! replication, permanent slots.
+//! standby even when an asynchronous one received more, a stalled replica is
+//! neither listed nor promoted before it has every acknowledged commit, tags,
+//! cascading replication, permanent slots.
 
 use std::time::{Duration, Instant};
 
@@ -184,7 +185,8 @@ async fn strict_mode_blocks_writes_without_a_standby_and_resumes() {
         "a commit returned with no synchronous standby in strict mode"
     );
     let n = cluster.node(p);
-    assert_eq!(ssn(n).await, "*");
+    // a name no member has: never '*', which any walsender (pg_basebackup too) matches
+    assert_eq!(ssn(n).await, "__patroni_strict_sync_replica_placeholder__");
     // the standby returns: the commit completes, and not before
     let back = Instant::now();
     cluster.node_mut(r).start();
@@ -547,4 +549,159 @@ async fn member_slot_is_kept_while_the_member_is_away() {
         },
     )
     .await;
+}
+
+/// `flush_lsn` of member `name` as the primary `node` sees it, as bytes.
+async fn standby_flush(node: &Node, name: &str) -> Option<i64> {
+    let q = format!(
+        "SELECT pg_wal_lsn_diff(flush_lsn, '0/0')::bigint FROM pg_stat_replication \
+         WHERE application_name = '{name}'"
+    );
+    sql(node, &q).await.ok()?.first()?.get::<_, Option<i64>>(0)
+}
+
+/// Resumes a SIGSTOPped process when the test ends, also when it fails.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        agent_tests::proc::signal(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Safety rule 8 (issue 9): a replica whose WAL receiver is frozen still shows
+/// `streaming`, and turns `sync` as soon as it is named. It must not enter the
+/// `sync` key before it has flushed what was acknowledged through the previous
+/// synchronous standby, and so it must not be promoted when that standby and
+/// then the primary die.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_replica_is_not_admitted_to_sync_nor_promoted() {
+    let mut cluster = ClusterFixture::builder("sync_stalled")
+        .nodes(3)
+        .configure(|_, cfg| {
+            let dcs = &mut cfg["bootstrap"]["dcs"];
+            dcs["synchronous_mode"] = json!(true);
+            // Out of the way, so that only rule 8 stands between the stalled
+            // replica and a promotion: the lag guard is a separate rule.
+            dcs["maximum_lag_on_failover"] = json!(1u64 << 32);
+            // The frozen receiver must stay `streaming` for the whole test.
+            dcs["postgresql"]["parameters"]["wal_sender_timeout"] = json!("10min");
+        })
+        .start()
+        .await;
+    let p = wait_primary(&cluster).await;
+    wait_streaming_replicas(&cluster, p, 2).await;
+    let n = cluster.node(p);
+    let aname = wait_for(
+        "a sync standby",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async move { sync_key_of(n).await.map(|v| v[0].clone()) },
+    )
+    .await;
+    wait_sync(&cluster, p, &[&aname]).await;
+    let a = cluster.index_of(&aname).unwrap();
+    let b = (0..3).find(|i| *i != p && *i != a).unwrap();
+    let bname = cluster.node(b).name().to_string();
+
+    // Freeze B's WAL receiver; its walsender on the primary stays `streaming`.
+    let wr = walreceiver_pid(cluster.node(b)).expect("walreceiver of the replica");
+    assert!(agent_tests::proc::signal(
+        wr,
+        nix::sys::signal::Signal::SIGSTOP
+    ));
+    let _resume = Resume(wr);
+
+    // A few MB, then marker rows, each acknowledged through A.
+    execute(
+        cluster.node(p),
+        "CREATE TABLE bulk (v text); CREATE TABLE marker (v int); \
+         INSERT INTO bulk SELECT repeat(md5(g::text), 32) FROM generate_series(1, 24000) g",
+    )
+    .await
+    .unwrap();
+    const MARKERS: i64 = 20;
+    for i in 0..MARKERS {
+        execute(cluster.node(p), &format!("INSERT INTO marker VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    let acked = sql(
+        cluster.node(p),
+        "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), '0/0')::bigint",
+    )
+    .await
+    .unwrap()[0]
+        .get::<_, i64>(0);
+    let b_flush = standby_flush(cluster.node(p), &bname).await.unwrap_or(0);
+    assert!(
+        b_flush < acked,
+        "the stalled replica has everything ({b_flush} >= {acked}): the stall did not work"
+    );
+
+    // A dies: the primary names B in synchronous_standby_names.
+    cluster.node_mut(a).kill_all();
+    let pn = cluster.node(p);
+    let bn = bname.as_str();
+    wait_for_result(
+        "the primary to name the stalled replica",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async move {
+            let names = ssn(pn).await;
+            if names.contains(bn) {
+                Ok(())
+            } else {
+                Err(format!("synchronous_standby_names = {names:?}"))
+            }
+        },
+    )
+    .await;
+    // For several cycles (loop_wait 1 s), the sync key must not list B while B
+    // is behind the acknowledged position.
+    let mut violations: Vec<String> = vec![];
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until && violations.is_empty() {
+        if let Some((leader, standbys)) = sync_key(&cluster).await {
+            if standbys.contains(&bname) {
+                let f = standby_flush(cluster.node(p), &bname).await.unwrap_or(0);
+                if f < acked {
+                    violations.push(format!(
+                        "the sync key {{leader {leader}, {standbys:?}}} lists {bname}, \
+                         flushed to {f} while {acked} was acknowledged"
+                    ));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The primary dies: B must not take over (it lacks acknowledged commits).
+    cluster.node_mut(p).kill_all();
+    let until = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < until {
+        if cluster.leader().await.as_deref() == Some(bn) {
+            violations.push(format!("{bname} took the leader key"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let everything converge: B's receiver resumes, the old primary comes back.
+    drop(_resume);
+    cluster.node_mut(p).start();
+    let q = wait_primary(&cluster).await;
+    let have = sql(cluster.node(q), "SELECT count(*) FROM marker")
+        .await
+        .map(|r| r[0].get::<_, i64>(0))
+        .unwrap_or(0);
+    if have != MARKERS {
+        violations.push(format!(
+            "{} is primary with {have} of {MARKERS} acknowledged marker rows",
+            cluster.node(q).name()
+        ));
+    }
+    assert!(violations.is_empty(), "{}", violations.join("; "));
+    assert_eq!(q, p, "only the old primary had every acknowledged commit");
+    // B catches up and becomes the synchronous standby again.
+    wait_sync(&cluster, p, &[&bname]).await;
 }

@@ -228,6 +228,11 @@ pub struct Memory {
     pub timeline_seen: Option<u32>,
     /// The dynamic configuration as last read (to restore a deleted `config` key).
     pub last_config: Option<serde_json::Value>,
+    /// Synchronous mode: each standby named in `synchronous_standby_names`, with
+    /// the primary's flush position when a probe first showed it named. It enters
+    /// the `sync` key only once its own flush position has reached that (rule 8).
+    /// Kept only while postgres runs as primary.
+    pub sync_named: std::collections::BTreeMap<String, u64>,
 }
 
 /// Local settings `decide` needs (from the config file).
@@ -318,6 +323,9 @@ pub enum Action {
     SetSyncNames(String),
     /// Remember that a divergence check was done for this leader timeline.
     NoteDivergenceCheck { leader: String, timeline: u32 },
+    /// Remember the standbys named in `synchronous_standby_names` and the primary
+    /// flush position recorded for each (replaces [`Memory::sync_named`]).
+    NoteSyncNamed(std::collections::BTreeMap<String, u64>),
     /// Create physical slots for members and drop slots of members that are gone.
     SyncSlots {
         create: Vec<String>,
@@ -393,6 +401,19 @@ enum Lock {
 /// The HA decision for one cycle, including the answer to a pending REST request.
 pub fn decide(obs: &Observation, s: &Settings) -> Decision {
     let mut d = decide_cluster(obs, s);
+    // Positions recorded for synchronous standbys hold only while postgres runs
+    // as primary without a break: after a restart, demotion or promotion the
+    // standbys are named (and recorded) afresh. Noted after a fence (which comes
+    // first) and before a long action or an exit (which come last).
+    if !obs.pg.is_primary() && !obs.memory.sync_named.is_empty() {
+        let at = d
+            .actions
+            .iter()
+            .position(|a| a.long_kind().is_some() || matches!(a, Action::Exit { .. }))
+            .unwrap_or(d.actions.len());
+        d.actions
+            .insert(at, Action::NoteSyncNamed(Default::default()));
+    }
     // Changed `postgresql.parameters` apply at once where postgres allows (reload);
     // the others show as pending_restart.
     if obs.config_changed
@@ -835,7 +856,7 @@ fn decide_recover(
             let mut actions = vec![];
             if cluster.dynamic().synchronous_mode {
                 // commits wait for a standby until the sync state is settled again
-                actions.push(Action::SetSyncNames(sync::ANY_STANDBY.to_string()));
+                actions.push(Action::SetSyncNames(sync::NO_STANDBY.to_string()));
             }
             actions.push(Action::StartPrimary);
             return Decision::with(Reason::StartingPrimaryAfterFailure, actions);

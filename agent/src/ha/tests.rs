@@ -12,6 +12,7 @@ mod fixtures;
 mod props;
 mod sim;
 mod sync_cases;
+mod sync_sim;
 
 use serde_json::json;
 

@@ -29,7 +29,8 @@ pub struct ProbeResult {
     pub slots: Vec<String>,
     pub pending_restart: bool,
     pub sync_standby_names: Option<String>,
-    /// The walsenders with their synchronous state and lag (for synchronous mode).
+    /// The walsenders with their synchronous state, flush position and lag (for
+    /// synchronous mode).
     pub walsenders: Vec<crate::ha::Walsender>,
     /// Settings waiting for a restart, with the value still in effect.
     pub pending: Vec<(String, String)>,
@@ -57,7 +58,8 @@ const STATUS_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(),
 const REPLICATION_SQL: &str =
     "SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority,
   CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL
-       ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), flush_lsn)::bigint END
+       ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), flush_lsn)::bigint END,
+  pg_catalog.pg_wal_lsn_diff(flush_lsn, '0/0')::bigint
   FROM pg_catalog.pg_stat_replication ORDER BY application_name";
 
 const PENDING_SQL: &str =
@@ -151,6 +153,7 @@ impl Probe {
                 name: r.get::<_, Option<String>>(1).unwrap_or_default(),
                 state: r.get::<_, Option<String>>(3).unwrap_or_default(),
                 sync_state: r.get::<_, Option<String>>(4).unwrap_or_default(),
+                flush_lsn: r.get::<_, Option<i64>>(7).map(|v| v.max(0) as u64),
                 lag: r.get::<_, Option<i64>>(6).unwrap_or(0).max(0) as u64,
             });
             p.replication.push(ReplicationInfo {

@@ -248,6 +248,7 @@ prop_compose! {
         failed_primary_starts in 0u32..5,
         divergence_checked in prop::option::weighted(0.2, (name(), timeline())),
         paused in prop::bool::weighted(0.15),
+        sync_named in prop::option::weighted(0.2, (name(), lsn())),
     ) -> Memory {
         Memory {
             long_action: long.map(|k| (k, 10.0)),
@@ -267,6 +268,7 @@ prop_compose! {
             slot_seen: Default::default(),
             timeline_seen: None,
             last_config: None,
+            sync_named: sync_named.into_iter().collect(),
         }
     }
 }

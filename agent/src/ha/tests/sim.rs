@@ -399,6 +399,9 @@ impl Sim {
             Action::NoteDivergenceCheck { leader, timeline } => {
                 self.w.nodes[i].memory.divergence_checked = Some((leader.clone(), *timeline));
             }
+            Action::NoteSyncNamed(named) => {
+                self.w.nodes[i].memory.sync_named = named.clone();
+            }
             Action::SyncSlots { create, drop } => {
                 let n = &mut self.w.nodes[i];
                 n.pg.slots.retain(|s| !drop.contains(s));
