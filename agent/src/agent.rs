@@ -611,6 +611,7 @@ impl Agent {
             unix_now,
             request: self.pending.as_ref().map(|(r, _)| r.clone()),
             config_changed,
+            fence_down: false,
         }
     }
 
