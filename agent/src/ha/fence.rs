@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use super::{Action, DataDir, Decision, LongKind, Observation, Reason, Settings, StopMode};
+use super::{
+    Action, DataDir, Decision, LongKind, Memory, Observation, PgView, Reason, Settings, StopMode,
+};
 
 /// One successful keep-alive (or grant) of one of our etcd leases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,18 +86,18 @@ pub fn next_renewal(
 /// while a promotion, a start as primary or a bootstrap is under way. It does not
 /// depend on the probe succeeding, nor on what the loop believes about the leader
 /// key. Only pause mode (no automatic demotion at all) disarms it.
-pub fn must_arm(obs: &Observation) -> bool {
-    !obs.memory.paused && may_be_primary(obs)
+pub fn must_arm(pg: &PgView, data_dir: &DataDir, memory: &Memory) -> bool {
+    !memory.paused && may_be_primary(pg, data_dir, memory)
 }
 
 /// Postgres runs and is not positively known to be a replica, or a promotion, a
 /// start as primary or a bootstrap is under way.
-pub fn may_be_primary(obs: &Observation) -> bool {
-    becoming_primary(obs) || (obs.pg.running && !known_replica(obs))
+pub fn may_be_primary(pg: &PgView, data_dir: &DataDir, memory: &Memory) -> bool {
+    becoming_primary(memory) || (pg.running && !known_replica(pg, data_dir))
 }
 
-fn becoming_primary(obs: &Observation) -> bool {
-    obs.memory.long_action.is_some_and(|(k, _)| {
+fn becoming_primary(memory: &Memory) -> bool {
+    memory.long_action.is_some_and(|(k, _)| {
         matches!(
             k,
             LongKind::Promote | LongKind::StartPrimary | LongKind::Bootstrap
@@ -103,11 +105,11 @@ fn becoming_primary(obs: &Observation) -> bool {
     })
 }
 
-fn known_replica(obs: &Observation) -> bool {
-    match obs.pg.in_recovery {
+fn known_replica(pg: &PgView, data_dir: &DataDir) -> bool {
+    match pg.in_recovery {
         Some(in_recovery) => in_recovery,
         None => matches!(
-            obs.data_dir,
+            data_dir,
             DataDir::Initialized {
                 standby_signal: true,
                 ..
@@ -129,7 +131,7 @@ pub(super) fn without_fence(obs: &Observation, s: &Settings, d: Decision) -> Dec
         return d;
     }
     let mine = cluster.leader_name() == Some(s.name.as_str());
-    let may_be_primary = may_be_primary(obs);
+    let may_be_primary = may_be_primary(&obs.pg, &obs.data_dir, &obs.memory);
     let promoting = d.actions.iter().any(|a| {
         matches!(
             a,
@@ -148,7 +150,7 @@ pub(super) fn without_fence(obs: &Observation, s: &Settings, d: Decision) -> Dec
     if may_be_primary {
         actions.push(Action::Stop(StopMode::Immediate));
     }
-    if becoming_primary(obs) {
+    if becoming_primary(&obs.memory) {
         actions.push(Action::CancelLongAction);
     }
     if mine {

@@ -108,7 +108,7 @@ fn armed_whenever_postgres_may_be_primary() {
         ),
     ];
     for (what, o, armed) in cases {
-        assert_eq!(must_arm(&o), armed, "{what}");
+        assert_eq!(must_arm(&o.pg, &o.data_dir, &o.memory), armed, "{what}");
     }
 }
 

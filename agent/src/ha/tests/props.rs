@@ -468,7 +468,7 @@ proptest! {
                 | A::StartPrimary | A::Bootstrap
         ));
         prop_assert!(!promotes, "{d:?}");
-        if crate::ha::fence::may_be_primary(&o) {
+        if crate::ha::fence::may_be_primary(&o.pg, &o.data_dir, &o.memory) {
             prop_assert_eq!(d.actions.first(), Some(&IMMEDIATE), "{:?}", d);
         }
         if c.leader_name() == Some(s.name.as_str()) {
