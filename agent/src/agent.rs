@@ -224,7 +224,8 @@ impl Agent {
             _ = &mut shutdown => return Ok(ExitReason::Shutdown),
         }
         self.pg.stop_orphan().await?;
-        self.fence = Some(Fence::start().context("start the fence watchdog")?);
+        self.fence =
+            Some(Fence::start(self.pg.s.data_dir.clone()).context("start the fence watchdog")?);
         let listener = tokio::net::TcpListener::bind(&self.cfg.restapi.listen)
             .await
             .with_context(|| format!("restapi.listen: cannot bind {}", self.cfg.restapi.listen))?;
@@ -1341,17 +1342,17 @@ impl Agent {
         let Some(fence) = self.fence.as_mut() else {
             return;
         };
-        match (arm, pid) {
-            (true, Some(pid)) => {
-                // No renewal at all: the deadline has passed.
-                let deadline = self
-                    .fence_renewal
-                    .as_ref()
-                    .map(ha::fence::deadline)
-                    .unwrap_or_default();
-                fence.arm(pid, deadline);
-            }
-            _ => fence.disarm(),
+        if arm {
+            // No renewal at all: the deadline has passed. No postmaster yet (a
+            // start as primary under way): the watchdog finds it by its data dir.
+            let deadline = self
+                .fence_renewal
+                .as_ref()
+                .map(ha::fence::deadline)
+                .unwrap_or_default();
+            fence.arm(pid.unwrap_or(0), deadline);
+        } else {
+            fence.disarm();
         }
     }
 }

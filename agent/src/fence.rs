@@ -8,13 +8,17 @@
 //! this; we use a separate process that is not frozen with the agent.
 //!
 //! Protocol (one line per message on the watchdog's stdin):
-//! `arm <postmaster pid> <deadline>` and `disarm`, the deadline in milliseconds
-//! on the fence clock ([`clock_now`], `CLOCK_BOOTTIME`, shared by both
-//! processes). The deadline is absolute, computed from when the lease renewal was
-//! sent, so a message delayed by a stalled agent cannot stretch it. When an armed
-//! deadline passes without a new `arm`, the watchdog sends SIGQUIT (immediate
-//! shutdown) to the postmaster, then SIGKILL if it is still alive a second later.
-//! When the agent dies (EOF), an armed postmaster is stopped too.
+//! `arm <postmaster pid> <deadline> [<data directory>]` and `disarm`, the
+//! deadline in milliseconds on the fence clock ([`clock_now`], `CLOCK_BOOTTIME`,
+//! shared by both processes). The deadline is absolute, computed from when the
+//! lease renewal was sent, so a message delayed by a stalled agent cannot stretch
+//! it. The targets are the pid (0: not started yet, e.g. a promotion or a start
+//! as primary under way) and the postmaster of the data directory, found in its
+//! `postmaster.pid` at the deadline (a process named `postgres*` working in that
+//! directory), so a postmaster started after the last `arm` is covered too. When
+//! an armed deadline passes without a new `arm`, the watchdog sends SIGQUIT
+//! (immediate shutdown) to the targets, then SIGKILL to those still alive a
+//! second later. When the agent dies (EOF), armed targets are stopped too.
 //!
 //! The watchdog kills first and logs after; its stderr is a non-blocking pipe
 //! read by the agent (which forwards the lines into its log), and write errors are
@@ -59,6 +63,8 @@ pub fn clock_now() -> Duration {
 pub struct Fence {
     program: PathBuf,
     args: Vec<OsString>,
+    /// The data directory whose postmaster an armed watchdog stops.
+    data_dir: Option<PathBuf>,
     proc: Option<Watchdog>,
     /// Postmaster pid and deadline (fence clock) the watchdog enforces.
     armed: Option<(i32, Duration)>,
@@ -71,16 +77,19 @@ struct Watchdog {
 }
 
 impl Fence {
-    /// Start the watchdog: this very executable (`/proc/self/exe`, which still
-    /// works after the binary on disk was replaced) with [`WATCHDOG_ARG`].
-    pub fn start() -> std::io::Result<Fence> {
+    /// Start the watchdog for the postmaster of `data_dir`: this very executable
+    /// (`/proc/self/exe`, which still works after the binary on disk was
+    /// replaced) with [`WATCHDOG_ARG`].
+    pub fn start(data_dir: PathBuf) -> std::io::Result<Fence> {
         let exe = PathBuf::from("/proc/self/exe");
         let program = if exe.exists() {
             exe
         } else {
             std::env::current_exe()?
         };
-        Fence::with_command(program, vec![WATCHDOG_ARG.into()])
+        let mut f = Fence::with_command(program, vec![WATCHDOG_ARG.into()])?;
+        f.data_dir = Some(data_dir);
+        Ok(f)
     }
 
     /// Start `program args` as the watchdog (tests use stand-ins).
@@ -89,13 +98,15 @@ impl Fence {
         Ok(Fence {
             program,
             args,
+            data_dir: None,
             proc: Some(proc),
             armed: None,
         })
     }
 
-    /// Postgres `pid` must be stopped unless a new `arm` arrives before
-    /// `deadline` (fence clock).
+    /// Postgres `pid` (0: not started yet) and the postmaster of the data
+    /// directory must be stopped unless a new `arm` arrives before `deadline`
+    /// (fence clock).
     pub fn arm(&mut self, pid: i32, deadline: Duration) {
         if self.armed == Some((pid, deadline)) {
             return;
@@ -157,9 +168,12 @@ impl Fence {
     }
 
     fn message(&self) -> String {
-        match self.armed {
-            Some((pid, deadline)) => format!("arm {pid} {}\n", deadline.as_millis()),
-            None => "disarm\n".to_string(),
+        match (self.armed, &self.data_dir) {
+            (Some((pid, deadline)), Some(dir)) => {
+                format!("arm {pid} {} {}\n", deadline.as_millis(), dir.display())
+            }
+            (Some((pid, deadline)), None) => format!("arm {pid} {}\n", deadline.as_millis()),
+            (None, _) => "disarm\n".to_string(),
         }
     }
 
@@ -243,33 +257,72 @@ fn set_nonblocking(fd: impl AsFd) -> std::io::Result<()> {
 
 // ---------------------------------------------------------------- the watchdog
 
+/// What an armed watchdog stops at its deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    /// The postmaster as the agent knows it (0: none yet).
+    pid: i32,
+    /// Its data directory: whatever postmaster runs there at the deadline.
+    data_dir: Option<PathBuf>,
+}
+
 /// One parsed message.
 #[derive(Debug, PartialEq, Eq)]
 enum Msg {
-    /// Stop `pid` at `deadline` (fence clock).
+    /// Stop the target at `deadline` (fence clock).
     Arm {
-        pid: i32,
+        target: Target,
         deadline: Duration,
     },
     Disarm,
 }
 
 fn parse(line: &str) -> Option<Msg> {
-    let mut it = line.split_whitespace();
+    let line = line.trim_end_matches(['\n', '\r']);
+    let mut it = line.splitn(4, ' ');
     match it.next()? {
-        "arm" => Some(Msg::Arm {
-            pid: it.next()?.parse().ok()?,
-            deadline: Duration::from_millis(it.next()?.parse().ok()?),
-        }),
+        "arm" => {
+            let pid = it.next()?.parse().ok()?;
+            let deadline = Duration::from_millis(it.next()?.parse().ok()?);
+            let data_dir = it.next().filter(|d| !d.is_empty()).map(PathBuf::from);
+            Some(Msg::Arm {
+                target: Target { pid, data_dir },
+                deadline,
+            })
+        }
         "disarm" => Some(Msg::Disarm),
         _ => None,
     }
 }
 
 fn is_postgres(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| c.trim().starts_with("postgres"))
-        .unwrap_or(false)
+    pid > 1
+        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim().starts_with("postgres"))
+            .unwrap_or(false)
+}
+
+/// The pids to stop: the known postmaster, and the one `postmaster.pid` names
+/// if it is a postgres process working in that data directory (a stale pid file
+/// whose pid was reused by something else is ignored).
+fn resolve(target: &Target) -> Vec<i32> {
+    let mut pids = vec![];
+    if is_postgres(target.pid) {
+        pids.push(target.pid);
+    }
+    if let Some(dir) = &target.data_dir {
+        let from_file = std::fs::read_to_string(dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+        if let Some(pid) = from_file.filter(|p| !pids.contains(p) && is_postgres(*p)) {
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+            let dir = std::fs::canonicalize(dir).ok();
+            if cwd.is_some() && cwd == dir {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
 }
 
 /// Write a line to stderr, which is non-blocking: a full pipe drops the line, a
@@ -278,29 +331,35 @@ fn log(line: &str) {
     let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
 }
 
-fn stop_postgres(pid: i32, why: &str) {
-    if pid <= 1 || !is_postgres(pid) {
+fn stop_postgres(target: &Target, why: &str) {
+    let pids = resolve(target);
+    // Kill first: nothing, not even logging, may delay this.
+    for pid in &pids {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGQUIT);
+    }
+    if pids.is_empty() {
         log(&format!(
-            "{why}; pid {pid} is not a running postgres, nothing to stop\n"
+            "{why}; no postgres runs ({target:?}), nothing to stop\n"
         ));
         return;
     }
-    // Kill first: nothing, not even logging, may delay this.
-    let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
     log(&format!(
-        "{why}: sent SIGQUIT to postgres (pid {pid}) so it cannot take writes\n"
+        "{why}: sent SIGQUIT to postgres {pids:?} so it cannot take writes\n"
     ));
+    let alive = |pid: &i32| kill(Pid::from_raw(*pid), None).is_ok() && is_postgres(*pid);
     let until = clock_now() + Duration::from_secs(1);
-    while clock_now() < until {
-        if kill(Pid::from_raw(pid), None).is_err() || !is_postgres(pid) {
-            return;
-        }
+    while clock_now() < until && pids.iter().any(alive) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    log(&format!(
-        "postgres (pid {pid}) still ran a second after SIGQUIT: sent SIGKILL\n"
-    ));
+    let left: Vec<i32> = pids.into_iter().filter(alive).collect();
+    for pid in &left {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    if !left.is_empty() {
+        log(&format!(
+            "postgres {left:?} still ran a second after SIGQUIT: sent SIGKILL\n"
+        ));
+    }
 }
 
 /// Longest sleep while armed: the deadline is re-checked on the fence clock at
@@ -322,11 +381,11 @@ pub fn watchdog_main() {
     // no longer sees, and a delayed `arm` would fence a healthy primary.
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();
-    let mut armed: Option<(i32, Duration)> = None;
+    let mut armed: Option<(Target, Duration)> = None;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
     loop {
-        let timeout = match armed {
+        let timeout = match &armed {
             Some((_, deadline)) => {
                 let left = deadline.saturating_sub(clock_now()).min(ARMED_TICK);
                 // round up: waking before the deadline would only spin
@@ -343,8 +402,8 @@ pub fn watchdog_main() {
             match nix::unistd::read(fd, &mut chunk) {
                 Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
                 Ok(0) | Err(_) => {
-                    if let Some((pid, _)) = armed {
-                        stop_postgres(pid, "the agent is gone");
+                    if let Some((target, _)) = &armed {
+                        stop_postgres(target, "the agent is gone");
                     }
                     return;
                 }
@@ -353,7 +412,7 @@ pub fn watchdog_main() {
                     while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                         let line: Vec<u8> = buf.drain(..=pos).collect();
                         match parse(&String::from_utf8_lossy(&line)) {
-                            Some(Msg::Arm { pid, deadline }) => armed = Some((pid, deadline)),
+                            Some(Msg::Arm { target, deadline }) => armed = Some((target, deadline)),
                             Some(Msg::Disarm) => armed = None,
                             None => {}
                         }
@@ -361,9 +420,9 @@ pub fn watchdog_main() {
                 }
             }
         }
-        if let Some((pid, deadline)) = armed {
-            if clock_now() >= deadline {
-                stop_postgres(pid, "the leader lease was not renewed in time");
+        if let Some((target, deadline)) = &armed {
+            if clock_now() >= *deadline {
+                stop_postgres(target, "the leader lease was not renewed in time");
                 armed = None;
             }
         }
@@ -376,17 +435,71 @@ mod tests {
 
     #[test]
     fn parses_messages() {
-        assert_eq!(
-            parse("arm 123 4500\n"),
+        let arm = |pid, ms, dir: Option<&str>| {
             Some(Msg::Arm {
-                pid: 123,
-                deadline: Duration::from_millis(4500)
+                target: Target {
+                    pid,
+                    data_dir: dir.map(PathBuf::from),
+                },
+                deadline: Duration::from_millis(ms),
             })
+        };
+        assert_eq!(parse("arm 123 4500\n"), arm(123, 4500, None));
+        assert_eq!(
+            parse("arm 0 4500 /var/lib/my data\n"),
+            arm(0, 4500, Some("/var/lib/my data"))
         );
-        assert_eq!(parse("disarm"), Some(Msg::Disarm));
+        assert_eq!(parse("disarm\n"), Some(Msg::Disarm));
         assert_eq!(parse("arm x 1"), None);
         assert_eq!(parse("arm 1"), None);
         assert_eq!(parse(""), None);
+    }
+
+    /// A stand-in postmaster: a copy of `sleep` named `postgres`, working in
+    /// `cwd`, with its pid in `cwd/postmaster.pid`.
+    fn stand_in_postgres(cwd: &std::path::Path) -> Child {
+        let bin = cwd.join("postgres");
+        std::fs::copy("/bin/sleep", &bin).expect("copy sleep");
+        let child = Command::new(&bin)
+            .arg("60")
+            .current_dir(cwd)
+            .spawn()
+            .expect("start the stand-in");
+        std::fs::write(cwd.join("postmaster.pid"), format!("{}\n/x\n", child.id())).unwrap();
+        child
+    }
+
+    #[test]
+    fn targets_are_the_pid_and_the_postmaster_of_the_data_dir() {
+        let base = std::env::temp_dir().join(format!("fence-resolve-{}", std::process::id()));
+        let (a, b) = (base.join("a"), base.join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let mut pa = stand_in_postgres(&a);
+        let mut pb = stand_in_postgres(&b);
+        let (ia, ib) = (pa.id() as i32, pb.id() as i32);
+        std::thread::sleep(Duration::from_millis(50)); // exec done: comm is `postgres`
+        let t = |pid, dir: Option<&PathBuf>| Target {
+            pid,
+            data_dir: dir.cloned(),
+        };
+        assert_eq!(resolve(&t(ia, None)), vec![ia]);
+        assert_eq!(resolve(&t(0, Some(&a))), vec![ia], "found by its data dir");
+        assert_eq!(resolve(&t(ia, Some(&a))), vec![ia], "not twice");
+        assert_eq!(resolve(&t(ib, Some(&a))), vec![ib, ia]);
+        // a pid file naming a postgres that works elsewhere is ignored
+        std::fs::write(a.join("postmaster.pid"), format!("{ib}\n")).unwrap();
+        assert_eq!(resolve(&t(0, Some(&a))), Vec::<i32>::new());
+        assert_eq!(
+            resolve(&t(std::process::id() as i32, None)),
+            Vec::<i32>::new()
+        );
+        assert_eq!(resolve(&t(0, Some(&base.join("none")))), Vec::<i32>::new());
+        for c in [&mut pa, &mut pb] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]

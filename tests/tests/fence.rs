@@ -497,7 +497,12 @@ async fn slow_etcd_does_not_fence_a_healthy_primary() {
     let log = std::fs::read_to_string(node.log_path()).unwrap();
     assert!(
         problems.is_empty() && failed_writes.is_empty(),
-        "the primary was disturbed by a slow etcd: {problems:?} {failed_writes:?}\n{}",
+        "the primary was disturbed by a slow etcd: {} problems, first {:?}; \
+         {} failed writes, first {:?}\n{}",
+        problems.len(),
+        problems.first(),
+        failed_writes.len(),
+        failed_writes.first(),
         node.log_tail(40)
     );
     for bad in ["fence watchdog:", "demot", "keep-alive failed"] {
