@@ -428,9 +428,16 @@ async fn echo_rtt(c: &mut tokio::net::TcpStream, proxy: &TcpProxy, latency: Dura
 /// A slow but working etcd (every call slowed, each well below retry_timeout)
 /// must not fence a healthy primary: for 3 x ttl its postmaster keeps running,
 /// it keeps the leader key, and writes keep succeeding.
+///
+/// 500 ms per direction: an etcd call takes about 1 s (retry_timeout 2 s) and a
+/// cycle of the primary about 3 s (keep-alive and read together, then `status`,
+/// then its member key). The fence deadline, 5.4 s after a keep-alive was sent,
+/// holds only because it moves as soon as the next keep-alive succeeds (about
+/// 4 s after the previous one was sent); armed only at the end of each cycle, or
+/// with the keep-alive and the read one after the other, the primary is fenced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_etcd_does_not_fence_a_healthy_primary() {
-    const LATENCY: Duration = Duration::from_millis(400);
+    const LATENCY: Duration = Duration::from_millis(500);
     let (cluster, proxies) = cluster_with_proxies("fence_slow_etcd").await;
     let p = wait_primary(&cluster).await;
     wait_streaming_replicas(&cluster, p, 2).await;
