@@ -433,8 +433,9 @@ async fn echo_rtt(c: &mut tokio::net::TcpStream, proxy: &TcpProxy, latency: Dura
 /// cycle of the primary about 3 s (keep-alive and read together, then `status`,
 /// then its member key). The fence deadline, 5.4 s after a keep-alive was sent,
 /// holds only because it moves as soon as the next keep-alive succeeds (about
-/// 4 s after the previous one was sent); armed only at the end of each cycle, or
-/// with the keep-alive and the read one after the other, the primary is fenced.
+/// 4 s after the previous one was sent); armed only at the end of each cycle
+/// (about 6 s), the primary is fenced. (Keep-alive and read one after the other
+/// make a cycle 4 s: still in time here, with less room.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_etcd_does_not_fence_a_healthy_primary() {
     const LATENCY: Duration = Duration::from_millis(500);
