@@ -12,7 +12,8 @@
 //! - [`postgres`]: the postgres child process, its configuration files, probes, initdb,
 //!   pg_basebackup, pg_rewind.
 //! - [`ha`]: the pure HA decision `decide(observation) -> actions + reason`.
-//! - [`agent`]: the loop: observe, decide, execute, publish; startup and shutdown.
+//! - [`agent`]: the loop: `agent/observe.rs`, `ha::decide`, `agent/execute.rs`,
+//!   `agent/publish.rs`; startup and shutdown in `agent/mod.rs`.
 //! - [`status`]: the snapshot the loop publishes for the REST API.
 //! - [`api`]: the REST API (axum), answering from the snapshot only.
 //! - [`peers`]: asking other members for their status during a leader race.
