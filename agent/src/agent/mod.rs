@@ -1,11 +1,11 @@
 //! The agent's loop: observe, decide, execute, publish; plus start-up checks and
 //! the shutdown order.
 //!
-//! - [`observe`]: lease keep-alive + cluster read, dynamic config, postgres probe,
+//! - `observe`: lease keep-alive + cluster read, dynamic config, postgres probe,
 //!   data directory, peers -> an `ha::Observation`;
 //! - `ha::decide` (pure) -> actions and a reason;
-//! - [`execute`]: the actions in order, long ones as background tasks;
-//! - [`publish`]: `NodeStatus` for the REST API, the member key, the fence.
+//! - `execute`: the actions in order, long ones as background tasks;
+//! - `publish`: `NodeStatus` for the REST API, the member key, the fence.
 //!
 //! Rule: no HA policy here. Every `if` about cluster state belongs in
 //! [`crate::ha::decide`]; this module gathers the observation, carries out the
