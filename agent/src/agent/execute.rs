@@ -4,6 +4,7 @@
 //! Rule: no HA policy here; every `if` about cluster state belongs in `ha::decide`.
 
 use super::*;
+use crate::ha::memory::Event;
 
 impl Agent {
     /// Carry out the actions in order; stop at the first failure. Returns the exit
@@ -144,7 +145,7 @@ impl Agent {
                     StopMode::Immediate => Duration::from_secs(10),
                     _ => Duration::from_secs(60),
                 };
-                self.memory.following = None;
+                ha::memory::apply(&mut self.memory, Event::Done(action));
                 self.probe.reset();
                 self.pg.stop(*mode, t).await.map(|_| true)
             }
@@ -157,16 +158,12 @@ impl Agent {
                     .write_config(&self.dynamic_params, Some(standby), &hba)
                     .and_then(|_| self.pg.reload());
                 if r.is_ok() {
-                    self.memory.following = Some(src.as_ref().map(|s| s.name.clone()));
+                    ha::memory::apply(&mut self.memory, Event::Done(action));
                 }
                 r.map(|_| true)
             }
             Action::RemoveDataDir => {
-                self.memory.timeline_seen = None;
-                self.memory.rewind_failed = None;
-                self.memory.following = None;
-                self.memory.divergence_checked = None;
-                self.memory.last_result = None;
+                ha::memory::apply(&mut self.memory, Event::Done(action));
                 self.pg.remove_data_dir().await.map(|_| true)
             }
             Action::WriteSync {
@@ -191,8 +188,8 @@ impl Agent {
                 }
                 r.map(|_| true)
             }
-            Action::NoteDivergenceCheck { leader, timeline } => {
-                self.memory.divergence_checked = Some((leader.clone(), *timeline));
+            Action::NoteDivergenceCheck { .. } => {
+                ha::memory::apply(&mut self.memory, Event::Done(action));
                 Ok(true)
             }
             Action::NoteSyncNamed(named) => {
@@ -205,7 +202,7 @@ impl Agent {
                         );
                     }
                 }
-                self.memory.sync_named = named.clone();
+                ha::memory::apply(&mut self.memory, Event::Done(action));
                 Ok(true)
             }
             Action::SyncSlots { create, drop } => {
@@ -258,7 +255,7 @@ impl Agent {
                         let _ = reply.send((503, "cancelled".into()));
                     }
                 }
-                self.memory.long_action = None;
+                ha::memory::apply(&mut self.memory, Event::Done(action));
                 Ok(true)
             }
             Action::Bootstrap
@@ -354,11 +351,8 @@ impl Agent {
             }
         }
         tracing::info!("starting {}", kind.describe());
-        self.memory.long_action = Some((kind, self.now()));
-        if matches!(kind, LongKind::Clone | LongKind::Reinit) {
-            self.memory.timeline_seen = None;
-        }
-        self.memory.last_result = None;
+        let at = self.now();
+        ha::memory::apply(&mut self.memory, Event::LongStarted { kind, at });
         if matches!(
             kind,
             LongKind::Promote | LongKind::StartPrimary | LongKind::StartReplica | LongKind::Rewind

@@ -5,6 +5,7 @@
 //! Rule: gathers facts and notes them in `Memory`; decides nothing.
 
 use super::*;
+use crate::ha::memory::{Event, LongEnd};
 
 impl Agent {
     pub(super) async fn reap_long_task(&mut self) {
@@ -24,52 +25,30 @@ impl Agent {
                 Err(e) => (503, format!("restart failed: {e:#}")),
             });
         }
-        self.memory.long_action = None;
-        let (ok, message) = match &res {
-            Ok(_) => (true, String::new()),
-            Err(e) => (false, format!("{e:#}")),
+        let end = match res {
+            Ok(LongOutcome::Done) => LongEnd::Done,
+            Ok(LongOutcome::Bootstrapped(sysid)) => LongEnd::Bootstrapped(sysid),
+            Ok(LongOutcome::Following(f)) => LongEnd::Following(f),
+            Err(e) => LongEnd::Failed(format!("{e:#}")),
         };
-        if ok {
-            tracing::info!("{} finished", t.kind.describe());
-        } else {
-            tracing::error!("{} failed: {message}", t.kind.describe());
+        match &end {
+            LongEnd::Failed(message) => {
+                tracing::error!("{} failed: {message}", t.kind.describe())
+            }
+            _ => tracing::info!("{} finished", t.kind.describe()),
         }
-        match (t.kind, res) {
-            (LongKind::Bootstrap, Ok(LongOutcome::Bootstrapped(sysid))) => {
-                self.memory.bootstrapped_sysid = Some(sysid);
-            }
-            (LongKind::Rewind, Ok(_)) => self.memory.rewind_failed = None,
-            (LongKind::Rewind, Err(_)) => self.memory.rewind_failed = Some(message.clone()),
-            (LongKind::StartPrimary, Ok(_)) => {
-                self.memory.failed_primary_starts = 0;
-                self.memory.following = None;
-            }
-            (LongKind::StartPrimary, Err(_)) => self.memory.failed_primary_starts += 1,
-            (LongKind::StartReplica | LongKind::Clone, Ok(LongOutcome::Following(f))) => {
-                self.memory.following = Some(f);
-                self.memory.crashed = false;
-            }
-            (LongKind::Promote, Ok(_)) => self.memory.following = None,
-            (LongKind::Demote, Ok(LongOutcome::Following(f))) => {
-                self.holds_lock = false;
-                self.memory.following = Some(f);
-            }
-            (LongKind::Demote, _) => self.holds_lock = false,
-            (LongKind::Restart, Ok(LongOutcome::Following(f))) => self.memory.following = Some(f),
-            (LongKind::Reinit, Ok(LongOutcome::Following(f))) => {
-                self.memory.following = Some(f);
-                self.memory.rewind_failed = None;
-                self.memory.divergence_checked = None;
-                self.memory.crashed = false;
-            }
-            _ => {}
+        if t.kind == LongKind::Demote {
+            // the demotion released the key, or gave up on it
+            self.holds_lock = false;
         }
-        self.memory.last_result = Some(LongResult {
-            kind: t.kind,
-            ok,
-            message,
-            at: now,
-        });
+        ha::memory::apply(
+            &mut self.memory,
+            Event::LongEnded {
+                kind: t.kind,
+                end,
+                at: now,
+            },
+        );
     }
 
     /// Gather this cycle's view: lease keep-alive and cluster read, postgres probe,
@@ -118,25 +97,23 @@ impl Agent {
         if let Some(c) = cluster.as_mut() {
             self.dcs_last_seen = unix_now();
             self.apply_dynamic_config(c);
-            self.memory.paused = self.dynamic.pause;
-            // member slots seen now (and those the leader keeps for departed members)
-            for m in &c.members {
-                self.memory
-                    .slot_seen
-                    .insert(crate::dcs::model::slot_name_for(&m.name), now);
-            }
-            for slot in &c.status.retain_slots {
-                self.memory.slot_seen.entry(slot.clone()).or_insert(now);
-            }
-            let ttl = self.dynamic.member_slots_ttl;
-            self.memory.slot_seen.retain(|_, seen| now - *seen <= ttl);
-            // The bootstrap is published once etcd holds our sysid and the config.
-            if c.config.is_some()
-                && c.initialize.is_some()
-                && c.initialize == self.memory.bootstrapped_sysid
-            {
-                self.memory.bootstrapped_sysid = None;
-            }
+            let member_slots = c
+                .members
+                .iter()
+                .map(|m| crate::dcs::model::slot_name_for(&m.name))
+                .collect();
+            ha::memory::apply(
+                &mut self.memory,
+                Event::ClusterRead {
+                    at: now,
+                    pause: self.dynamic.pause,
+                    config: c.config.as_ref().map(|cc| &cc.raw),
+                    member_slots,
+                    retain_slots: &c.status.retain_slots,
+                    member_slots_ttl: self.dynamic.member_slots_ttl,
+                    published_sysid: c.config.as_ref().and(c.initialize.as_deref()),
+                },
+            );
             self.holds_lock = c
                 .leader
                 .as_ref()
@@ -149,12 +126,11 @@ impl Agent {
         match self.pg.proc_state() {
             ProcState::Crashed(status) => {
                 tracing::error!("postgres exited unexpectedly ({status})");
-                self.memory.crashed = true;
-                self.memory.following = None;
+                ha::memory::apply(&mut self.memory, Event::PostgresGone { crashed: true });
                 self.probe.reset();
             }
             ProcState::Stopped | ProcState::NotStarted => {
-                self.memory.following = None;
+                ha::memory::apply(&mut self.memory, Event::PostgresGone { crashed: false });
                 self.probe.reset();
             }
             ProcState::Running { .. } => {}
@@ -175,10 +151,13 @@ impl Agent {
                 Ok(p) => {
                     pg.accepting = true;
                     pg.in_recovery = Some(p.in_recovery);
-                    // never report an older timeline than already seen (see Memory)
-                    let tl = p.timeline.max(self.memory.timeline_seen);
-                    self.memory.timeline_seen = tl;
-                    pg.timeline = tl;
+                    ha::memory::apply(
+                        &mut self.memory,
+                        Event::Probed {
+                            timeline: p.timeline,
+                        },
+                    );
+                    pg.timeline = self.memory.timeline_seen;
                     pg.wal_lsn = p.wal_lsn;
                     pg.receive_lsn = p.receive_lsn;
                     pg.replay_lsn = p.replay_lsn;
@@ -195,7 +174,6 @@ impl Agent {
                     } else {
                         "primary".into()
                     };
-                    self.memory.crashed = false;
                     self.last_probe = Some(p);
                 }
                 Err(e) => {
@@ -300,12 +278,7 @@ impl Agent {
     /// key keeps everything as it was.
     fn apply_dynamic_config(&mut self, c: &mut Cluster) {
         let (next, notes) = match &c.config {
-            Some(cc) if cc.parsed.is_some() => {
-                if cc.raw.is_object() {
-                    self.memory.last_config = Some(cc.raw.clone());
-                }
-                DynamicConfig::effective(&cc.raw, &self.dynamic)
-            }
+            Some(cc) if cc.parsed.is_some() => DynamicConfig::effective(&cc.raw, &self.dynamic),
             Some(_) => (
                 self.dynamic.clone(),
                 vec![crate::config::Note::Invalid {

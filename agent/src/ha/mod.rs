@@ -10,6 +10,7 @@
 
 pub mod fence;
 mod manual;
+pub mod memory;
 mod reason;
 pub mod sync;
 #[cfg(test)]

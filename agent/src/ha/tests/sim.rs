@@ -20,8 +20,9 @@ use serde_json::{json, Value};
 
 use super::fixtures::{config_of, control, member, port_of, MemberExt, SEG, SYSID};
 use crate::dcs::model::{Cluster, History, HistoryEntry, Leader, Member, MemberData, Status};
+use crate::ha::memory::{apply, Event, LongEnd};
 use crate::ha::{
-    decide, Action, DataDir, Decision, LongResult, Memory, Observation, PeerStatus, PgView, Reason,
+    decide, Action, DataDir, Decision, LongKind, Memory, Observation, PeerStatus, PgView, Reason,
     Settings, StopMode,
 };
 
@@ -307,6 +308,8 @@ impl Sim {
             o.pg.running.then(|| o.data.clone()).flatten()
         };
         let e = &mut self.w.etcd;
+        // the long action's outcome (they finish at once here)
+        let mut end = LongEnd::Done;
         match a {
             Action::RaceInitialize => {
                 if e.initialize.is_some() {
@@ -375,13 +378,13 @@ impl Sim {
                     slots: n.pg.slots.clone(),
                     ..Pg::default()
                 };
-                n.memory.following = None;
+                apply(&mut n.memory, Event::Done(a));
             }
             Action::Follow(src) => {
                 let n = &mut self.w.nodes[i];
                 n.pg.upstream = src.as_ref().map(|s| s.name.clone());
                 n.pg.streaming = false;
-                n.memory.following = Some(n.pg.upstream.clone());
+                apply(&mut n.memory, Event::Done(a));
             }
             Action::RemoveDataDir => {
                 if self.w.nodes[i].pg.running {
@@ -392,16 +395,10 @@ impl Sim {
                 let n = &mut self.w.nodes[i];
                 n.data = None;
                 n.pg.slots.clear();
-                n.memory.rewind_failed = None;
-                n.memory.following = None;
-                n.memory.divergence_checked = None;
-                n.memory.last_result = None;
+                apply(&mut n.memory, Event::Done(a));
             }
-            Action::NoteDivergenceCheck { leader, timeline } => {
-                self.w.nodes[i].memory.divergence_checked = Some((leader.clone(), *timeline));
-            }
-            Action::NoteSyncNamed(named) => {
-                self.w.nodes[i].memory.sync_named = named.clone();
+            Action::NoteDivergenceCheck { .. } | Action::NoteSyncNamed(_) => {
+                apply(&mut self.w.nodes[i].memory, Event::Done(a));
             }
             Action::SyncSlots { create, drop } => {
                 let n = &mut self.w.nodes[i];
@@ -442,7 +439,7 @@ impl Sim {
                     primary: true,
                     ..Pg::default()
                 };
-                n.memory.bootstrapped_sysid = Some(SYSID.into());
+                end = LongEnd::Bootstrapped(SYSID.into());
             }
             Action::Clone(src) => {
                 let Some(mut d) = other_data(self, &src.name) else {
@@ -456,7 +453,7 @@ impl Sim {
                     upstream: Some(src.name.clone()),
                     ..Pg::default()
                 };
-                n.memory.following = Some(Some(src.name.clone()));
+                end = LongEnd::Following(Some(src.name.clone()));
             }
             Action::StartPrimary => {
                 let n = &mut self.w.nodes[i];
@@ -468,8 +465,6 @@ impl Sim {
                     slots: n.pg.slots.clone(),
                     ..Pg::default()
                 };
-                n.memory.failed_primary_starts = 0;
-                n.memory.following = None;
             }
             Action::StartReplica(src) => {
                 let n = &mut self.w.nodes[i];
@@ -482,7 +477,7 @@ impl Sim {
                     slots: n.pg.slots.clone(),
                     ..Pg::default()
                 };
-                n.memory.following = Some(upstream);
+                end = LongEnd::Following(upstream);
             }
             Action::Promote => {
                 let n = &mut self.w.nodes[i];
@@ -496,11 +491,14 @@ impl Sim {
                 n.pg.primary = true;
                 n.pg.upstream = None;
                 n.pg.streaming = false;
-                n.memory.following = None;
             }
             Action::Rewind(src) => {
                 let Some(s) = other_data(self, &src.name) else {
-                    self.w.nodes[i].memory.rewind_failed = Some("source not running".into());
+                    let n = &mut self.w.nodes[i];
+                    let kind = LongKind::Rewind;
+                    apply(&mut n.memory, Event::LongStarted { kind, at: 0.0 });
+                    let end = LongEnd::Failed("source not running".into());
+                    apply(&mut n.memory, Event::LongEnded { kind, end, at: 0.0 });
                     return false;
                 };
                 if self.w.nodes[i].pg.running {
@@ -513,18 +511,13 @@ impl Sim {
                 d.history = s.history;
                 d.standby_signal = true;
                 d.state = "in archive recovery";
-                n.memory.rewind_failed = None;
             }
         }
+        // the agent's bookkeeping, by the agent's own function
         if let Some(kind) = a.long_kind() {
             let n = &mut self.w.nodes[i];
-            n.memory.long_action = None;
-            n.memory.last_result = Some(LongResult {
-                kind,
-                ok: true,
-                message: String::new(),
-                at: 0.0,
-            });
+            apply(&mut n.memory, Event::LongStarted { kind, at: 0.0 });
+            apply(&mut n.memory, Event::LongEnded { kind, end, at: 0.0 });
         }
         true
     }
