@@ -559,15 +559,11 @@ async fn wait_caught_up(http: &reqwest::Client, api_url: &str, lsn: u64, timeout
         let got = async {
             let v: serde_json::Value = http.get(api_url).send().await.ok()?.json().await.ok()?;
             let x = v.get("xlog")?;
-            let received = x
-                .get("received_location")
-                .and_then(|r| r.as_u64())
-                .unwrap_or(0);
-            let replayed = x
-                .get("replayed_location")
-                .and_then(|r| r.as_u64())
-                .unwrap_or(0);
-            Some(received.max(replayed))
+            let position = |k: &str| x.get(k).and_then(|r| r.as_u64());
+            Some(ha::received_position(
+                position("received_location"),
+                position("replayed_location"),
+            ))
         }
         .await;
         if got.is_some_and(|g| g >= lsn) {

@@ -149,26 +149,13 @@ impl Agent {
             let conn = self.pg.s.local_conn(&self.dynamic_params);
             match self.probe.probe(&conn).await {
                 Ok(p) => {
-                    pg.accepting = true;
-                    pg.in_recovery = Some(p.in_recovery);
                     ha::memory::apply(
                         &mut self.memory,
                         Event::Probed {
                             timeline: p.timeline,
                         },
                     );
-                    pg.timeline = self.memory.timeline_seen;
-                    pg.wal_lsn = p.wal_lsn;
-                    pg.receive_lsn = p.receive_lsn;
-                    pg.replay_lsn = p.replay_lsn;
-                    pg.replay_paused = p.replay_paused;
-                    pg.receiver_status = p.receiver_status.clone();
-                    pg.slots = Some(p.slots.clone());
-                    pg.sysid = p.sysid.clone();
-                    pg.server_version = p.server_version;
-                    pg.pending_restart = p.pending_restart;
-                    pg.walsenders = p.walsenders.clone();
-                    pg.sync_standby_names = p.sync_standby_names.clone();
+                    pg = p.view(self.memory.timeline_seen);
                     self.last_role = if p.in_recovery {
                         "replica".into()
                     } else {

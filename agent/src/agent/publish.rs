@@ -85,7 +85,7 @@ impl Agent {
         };
         if let Some(p) = probe {
             if p.in_recovery {
-                d.xlog_location = Some(p.receive_lsn.unwrap_or(0).max(p.replay_lsn.unwrap_or(0)));
+                d.xlog_location = Some(ha::received_position(p.receive_lsn, p.replay_lsn));
                 d.receive_lsn = p.receive_lsn;
                 d.replay_lsn = p.replay_lsn;
                 d.replication_state = p.receiver_status.clone();
@@ -135,7 +135,7 @@ impl Agent {
         let xlog = probe.as_ref().map(|p| {
             if p.in_recovery {
                 Xlog::Replica {
-                    received_location: p.receive_lsn.unwrap_or(0).max(p.replay_lsn.unwrap_or(0)),
+                    received_location: ha::received_position(p.receive_lsn, p.replay_lsn),
                     replayed_location: p.replay_lsn.unwrap_or(0),
                     replayed_timestamp: p.replay_timestamp.clone(),
                     paused: p.replay_paused,

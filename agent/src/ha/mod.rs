@@ -115,9 +115,7 @@ impl PgView {
         if self.in_recovery == Some(false) {
             self.wal_lsn.unwrap_or(0)
         } else {
-            self.receive_lsn
-                .unwrap_or(0)
-                .max(self.replay_lsn.unwrap_or(0))
+            received_position(self.receive_lsn, self.replay_lsn)
         }
     }
 
@@ -131,6 +129,13 @@ impl PgView {
             self.wal_position()
         }
     }
+}
+
+/// A replica's WAL position: the furthest of what it received and what it
+/// replayed (the receiver's position is unknown while it is down). The one
+/// definition, used for the member key, `/patroni` and the leader race.
+pub fn received_position(receive: Option<u64>, replay: Option<u64>) -> u64 {
+    receive.unwrap_or(0).max(replay.unwrap_or(0))
 }
 
 /// A peer's answer to `GET /patroni` (or the lack of one).

@@ -36,6 +36,30 @@ pub struct ProbeResult {
     pub pending: Vec<(String, String)>,
 }
 
+impl ProbeResult {
+    /// The decision's view of a running postgres that answered this probe, on
+    /// `timeline` (the highest seen, see `Memory::timeline_seen`).
+    pub fn view(&self, timeline: Option<u32>) -> crate::ha::PgView {
+        crate::ha::PgView {
+            running: true,
+            accepting: true,
+            in_recovery: Some(self.in_recovery),
+            timeline,
+            wal_lsn: self.wal_lsn,
+            receive_lsn: self.receive_lsn,
+            replay_lsn: self.replay_lsn,
+            replay_paused: self.replay_paused,
+            receiver_status: self.receiver_status.clone(),
+            slots: Some(self.slots.clone()),
+            sysid: self.sysid.clone(),
+            walsenders: self.walsenders.clone(),
+            sync_standby_names: self.sync_standby_names.clone(),
+            server_version: self.server_version,
+            pending_restart: self.pending_restart,
+        }
+    }
+}
+
 const STATUS_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(),
   CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL
        ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), '0/0')::bigint END,
