@@ -213,20 +213,28 @@ impl DynamicConfig {
         };
         let mut c = DynamicConfig::default();
         let field = |key: &str| -> Option<&Value> { obj.get(key).filter(|v| !v.is_null()) };
-
+        // One field: absent keeps the default; unusable keeps the previous value
+        // and is noted; otherwise the parsed value.
+        fn read<T: Clone>(
+            raw: Option<&Value>,
+            key: &str,
+            previous: &T,
+            parse: impl Fn(&Value) -> Result<T, String>,
+            notes: &mut Vec<Note>,
+        ) -> Option<T> {
+            let raw = raw?;
+            Some(parse(raw).unwrap_or_else(|message| {
+                notes.push(Note::Invalid {
+                    key: key.into(),
+                    message,
+                });
+                previous.clone()
+            }))
+        }
         macro_rules! read {
-            ($key:literal, $field:ident, $parse:expr) => {
-                if let Some(raw) = field($key) {
-                    match $parse(raw) {
-                        Ok(x) => c.$field = x,
-                        Err(message) => {
-                            notes.push(Note::Invalid {
-                                key: $key.into(),
-                                message,
-                            });
-                            c.$field = previous.$field.clone();
-                        }
-                    }
+            ($key:expr, $field:ident, $parse:expr) => {
+                if let Some(x) = read(field($key), $key, &previous.$field, $parse, &mut notes) {
+                    c.$field = x;
                 }
             };
         }
@@ -236,74 +244,50 @@ impl DynamicConfig {
             MIN_LOOP_WAIT,
             MAX_TIMEOUT_SECS
         ));
-        read!("retry_timeout", retry_timeout, |r| secs(
-            r,
-            MIN_RETRY_TIMEOUT,
-            MAX_TIMEOUT_SECS
-        ));
+        read!("retry_timeout", retry_timeout, |r| {
+            secs(r, MIN_RETRY_TIMEOUT, MAX_TIMEOUT_SECS)
+        });
         read!("maximum_lag_on_failover", maximum_lag_on_failover, |r| {
             bytes(r, 0).map(|b| b as u64)
         });
         read!("maximum_lag_on_syncnode", maximum_lag_on_syncnode, |r| {
             bytes(r, -1)
         });
-        // Patroni's older names, used when the new ones are absent.
+        // Patroni's older names count when the new ones are absent.
         let start_key = if obj.contains_key("primary_start_timeout") {
             "primary_start_timeout"
         } else {
             "master_start_timeout"
         };
-        if let Some(raw) = field(start_key) {
-            match secs(raw, 0.0, MAX_TIMEOUT_SECS) {
-                Ok(x) => c.primary_start_timeout = x,
-                Err(message) => {
-                    notes.push(Note::Invalid {
-                        key: start_key.into(),
-                        message,
-                    });
-                    c.primary_start_timeout = previous.primary_start_timeout;
-                }
-            }
-        }
+        read!(start_key, primary_start_timeout, |r| secs(
+            r,
+            0.0,
+            MAX_TIMEOUT_SECS
+        ));
         let stop_key = if obj.contains_key("primary_stop_timeout") {
             "primary_stop_timeout"
         } else {
             "master_stop_timeout"
         };
-        if let Some(raw) = field(stop_key) {
-            match secs(raw, 0.0, MAX_TIMEOUT_SECS) {
-                Ok(x) => c.primary_stop_timeout = x,
-                Err(message) => {
-                    notes.push(Note::Invalid {
-                        key: stop_key.into(),
-                        message,
-                    });
-                    c.primary_stop_timeout = previous.primary_stop_timeout;
-                }
-            }
-        }
-        if let Some(raw) = field("synchronous_mode") {
-            match raw {
-                Value::String(s) if s.trim().eq_ignore_ascii_case("quorum") => {
-                    c.synchronous_mode = true;
-                    notes.push(Note::Substituted {
-                        key: "synchronous_mode".into(),
-                        message: "quorum commit is not implemented; running synchronous_mode: on \
-                                  (every listed standby confirms each commit), which loses no more than quorum mode"
-                            .into(),
-                    });
-                }
-                other => match boolean(other) {
-                    Ok(b) => c.synchronous_mode = b,
-                    Err(message) => {
-                        notes.push(Note::Invalid {
-                            key: "synchronous_mode".into(),
-                            message: format!("{message} or quorum"),
-                        });
-                        c.synchronous_mode = previous.synchronous_mode;
-                    }
-                },
-            }
+        read!(stop_key, primary_stop_timeout, |r| secs(
+            r,
+            0.0,
+            MAX_TIMEOUT_SECS
+        ));
+        read!("synchronous_mode", synchronous_mode, |r: &Value| match r {
+            Value::String(s) if s.trim().eq_ignore_ascii_case("quorum") => Ok(true),
+            other => boolean(other).map_err(|m| format!("{m} or quorum")),
+        });
+        if field("synchronous_mode")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.trim().eq_ignore_ascii_case("quorum"))
+        {
+            notes.push(Note::Substituted {
+                key: "synchronous_mode".into(),
+                message: "quorum commit is not implemented; running synchronous_mode: on \
+                          (every listed standby confirms each commit), which loses no more than quorum mode"
+                    .into(),
+            });
         }
         read!("synchronous_mode_strict", synchronous_mode_strict, boolean);
         read!("synchronous_node_count", synchronous_node_count, |r| {
@@ -313,11 +297,9 @@ impl DynamicConfig {
         read!("max_timelines_history", max_timelines_history, |r| {
             integer(r, 0, u32::MAX as i64).map(|n| n as u32)
         });
-        read!("member_slots_ttl", member_slots_ttl, |r| secs(
-            r,
-            0.0,
-            MAX_SLOTS_TTL_SECS
-        ));
+        read!("member_slots_ttl", member_slots_ttl, |r| {
+            secs(r, 0.0, MAX_SLOTS_TTL_SECS)
+        });
         read!("pause", pause, boolean);
         if let Some(raw) = field("slots") {
             match raw {
