@@ -65,19 +65,19 @@ impl Agent {
                 }
                 e.seed_config(&v).await.map(|_| true).map_err(Into::into)
             }
-            Action::AcquireLeader => {
-                let ok = e.acquire_leader().await;
+            Action::AcquireLeader | Action::RebindLeader => {
+                let acquire = matches!(action, Action::AcquireLeader);
+                let ok = if acquire {
+                    e.acquire_leader().await
+                } else {
+                    e.rebind_leader().await
+                };
                 if let Ok(true) = ok {
-                    tracing::info!("acquired the leader key");
-                    self.holds_lock = true;
-                    self.key_on_current_lease();
-                }
-                ok.map_err(Into::into)
-            }
-            Action::RebindLeader => {
-                let ok = e.rebind_leader().await;
-                if let Ok(true) = ok {
-                    tracing::info!("re-bound the leader key to our new lease");
+                    if acquire {
+                        tracing::info!("acquired the leader key");
+                    } else {
+                        tracing::info!("re-bound the leader key to our new lease");
+                    }
                     self.holds_lock = true;
                     self.key_on_current_lease();
                 }

@@ -212,26 +212,16 @@ mod tests {
     #[test]
     fn failures_are_counted_and_remembered() {
         let mut m = Memory::default();
-        for _ in 0..2 {
-            apply(
-                &mut m,
-                Event::LongEnded {
-                    kind: LongKind::StartPrimary,
-                    end: LongEnd::Failed("no".into()),
-                    at: 0.0,
-                },
-            );
-        }
+        let failed_start = Event::LongEnded {
+            kind: LongKind::StartPrimary,
+            end: LongEnd::Failed("no".into()),
+            at: 0.0,
+        };
+        apply(&mut m, failed_start.clone());
+        apply(&mut m, failed_start.clone());
         assert_eq!(m.failed_primary_starts, 2);
         m.failed_primary_starts = u32::MAX;
-        apply(
-            &mut m,
-            Event::LongEnded {
-                kind: LongKind::StartPrimary,
-                end: LongEnd::Failed("no".into()),
-                at: 0.0,
-            },
-        );
+        apply(&mut m, failed_start);
         assert_eq!(m.failed_primary_starts, u32::MAX, "saturates");
         apply(
             &mut m,
