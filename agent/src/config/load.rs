@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::merge::{merge, Null};
 use super::{Config, DynamicConfig};
 
 /// Prefix of every environment variable Patroni reads.
@@ -157,7 +158,7 @@ fn load_dir(dir: &Path, shown: &str) -> Result<Value, ConfigError> {
     for f in files {
         let name = f.display().to_string();
         if let Value::Object(m) = parse_yaml(&read(&f, &name)?, &name)? {
-            patch(&mut merged, &m);
+            merge(&mut merged, &m, Null::Replaces);
         }
     }
     Ok(Value::Object(merged))
@@ -207,18 +208,6 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Patroni's `patch_config`: mappings merge recursively, anything else replaces.
-fn patch(config: &mut Map<String, Value>, data: &Map<String, Value>) {
-    for (k, v) in data {
-        match (config.get_mut(k), v) {
-            (Some(Value::Object(c)), Value::Object(d)) => patch(c, d),
-            _ => {
-                config.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
-
 /// Everything after the YAML is parsed: overrides, checks, typed config, warnings.
 fn build(
     tree: Value,
@@ -232,7 +221,7 @@ fn build(
         });
     };
     let (overrides, env_warnings) = environment_tree(env);
-    patch(&mut root, &overrides);
+    merge(&mut root, &overrides, Null::Replaces);
     coerce_yaml11(&mut root);
     let mut warnings: Vec<String> = env_warnings
         .into_iter()

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod dynamic;
 mod load;
+pub mod merge;
 
 pub use dynamic::{check_parameter, duration, DynamicConfig, DynamicPostgresql, Note};
 

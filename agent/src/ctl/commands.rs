@@ -19,6 +19,7 @@ use super::progress::SwitchoverWatch;
 use super::prompt::{Prompter, Terminal};
 use super::rest::{Reply, Rest};
 use super::{diff, edit, select, CtlError, CtlResult};
+use crate::config::merge::{merge, Null};
 use crate::dcs::etcd::Etcd;
 use crate::dcs::model::{Cluster, Failover, Member};
 
@@ -869,7 +870,7 @@ async fn edit_config(ctx: &mut Ctx, a: args::EditConfigArgs) -> CtlResult<()> {
     if let Some(f) = &a.apply {
         let patch = edit::read_source(f)?;
         let mut m = changed.as_object().cloned().unwrap_or_default();
-        edit::merge(&mut m, &patch);
+        merge(&mut m, &patch, Null::Deletes);
         changed = Value::Object(m);
         after = Some(output::yaml(&changed));
     }
