@@ -1,5 +1,6 @@
 //! The `PATRONI_*` environment variables, as Patroni's `_build_environment_configuration`
-//! maps them onto the configuration tree.
+//! maps them onto the configuration tree: for the agent ([`environment_tree`]) and for
+//! agentctl ([`ctl_overrides`], the few keys patronictl reads).
 //!
 //! Rule: pure. The environment comes in as a map (never read from the process here),
 //! and the result is a tree to merge over the file's, before anything is typed.
@@ -281,6 +282,46 @@ pub(super) fn environment_tree(env: &HashMap<String, String>) -> (Map<String, Va
     (ret, warnings)
 }
 
+/// The `agentctl`-relevant `PATRONI_*` variables (the cluster, etcd and the REST
+/// credentials, as patronictl reads them), applied over the file's tree `root`.
+///
+/// Stricter than [`environment_tree`]: a list or a port that cannot be parsed is an
+/// error naming the variable, not a warning, since agentctl has nothing to fall back on.
+pub fn ctl_overrides(
+    root: &mut Map<String, Value>,
+    env: &HashMap<String, String>,
+) -> Result<(), String> {
+    for key in ["scope", "namespace"] {
+        if let Some(v) = var(env, key) {
+            root.insert(key.into(), Value::String(v));
+        }
+    }
+    for param in ["host", "url", "protocol", "username", "password"] {
+        if let Some(v) = var(env, &format!("etcd3_{param}")) {
+            section_mut(root, "etcd3").insert(param.to_string(), Value::String(v));
+        }
+    }
+    for section in ["restapi", "ctl"] {
+        let auth = auth_from_env(env, section, &AUTH_PARAMS[..2]);
+        if !auth.is_empty() {
+            section_mut(section_mut(root, section), "authentication").extend(auth);
+        }
+    }
+    if let Some(v) = var(env, "etcd3_hosts") {
+        let hosts = parse_host_list(&v)
+            .ok_or_else(|| format!("PATRONI_ETCD3_HOSTS: cannot parse {v:?} as a list"))?;
+        section_mut(root, "etcd3").insert("hosts".into(), hosts);
+    }
+    if let Some(v) = var(env, "etcd3_port") {
+        let port: u16 = v
+            .trim()
+            .parse()
+            .map_err(|_| format!("PATRONI_ETCD3_PORT: not a port number: {v:?}"))?;
+        section_mut(root, "etcd3").insert("port".into(), Value::from(port));
+    }
+    Ok(())
+}
+
 /// The value of `PATRONI_<NAME>` (`name` in any case); empty counts as unset.
 fn var(env: &HashMap<String, String>, name: &str) -> Option<String> {
     env.get(&format!("{PREFIX}{}", name.to_ascii_uppercase()))
@@ -337,6 +378,34 @@ fn parse_list(s: &str) -> Option<Value> {
         Ok(Value::String(one)) => Some(Value::Array(vec![Value::String(one)])),
         _ => None,
     }
+}
+
+/// agentctl's reading of `PATRONI_ETCD3_HOSTS`: a YAML list (`['a:1', 'b:2']`,
+/// `- a:1`) of strings or numbers, else comma-separated words. Unlike Patroni's
+/// `_parse_list` ([`parse_list`]) it keeps `h1:2379,[::1]:2379` as two hosts and
+/// skips empty items; kept as agentctl has always read it.
+fn parse_host_list(raw: &str) -> Option<Value> {
+    let t = raw.trim();
+    if t.starts_with('[') || t.starts_with('-') {
+        let v: Value = serde_yaml_ng::from_str(t).ok()?;
+        let items: Vec<Value> = v
+            .as_array()?
+            .iter()
+            .map(|x| match x {
+                Value::String(s) => Some(Value::String(s.clone())),
+                Value::Number(n) => Some(Value::String(n.to_string())),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        return Some(Value::Array(items));
+    }
+    Some(Value::Array(
+        t.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Value::String(s.to_string()))
+            .collect(),
+    ))
 }
 
 /// A YAML mapping given as `a: 1, b: 2` or `{a: 1}` (Patroni's `_parse_dict`).

@@ -10,7 +10,7 @@
 //! - `mod.rs`: the typed configuration ([`Config`] and its sections).
 //! - `load.rs`: the load pipeline (file, directory or environment; the steps in order).
 //! - `yaml.rs`: YAML text to a tree as PyYAML (YAML 1.1) reads it.
-//! - `env.rs`: the `PATRONI_*` variables.
+//! - `env.rs`: the `PATRONI_*` variables, for the agent and for agentctl.
 //! - `merge.rs`: Patroni's `patch_config` on JSON trees.
 //! - `validate.rs`: required keys and the checks beyond types.
 //! - `warnings.rs`: unsupported and unknown keys, and what we accept but ignore.
