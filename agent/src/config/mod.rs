@@ -35,6 +35,7 @@ mod yaml;
 pub use dynamic::{check_parameter, duration, DynamicConfig, DynamicPostgresql, Note};
 
 pub use load::{load_file, load_str, ConfigError};
+pub(crate) use warnings::OTHER_DCS;
 
 /// The local configuration of one node (Patroni's YAML file).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -12,7 +12,7 @@ use super::yaml::lookup;
 use super::{Config, DynamicConfig};
 
 /// Other DCS sections a Patroni configuration may have instead of `etcd3`.
-pub(super) const OTHER_DCS: &[&str] = &[
+pub(crate) const OTHER_DCS: &[&str] = &[
     "etcd",
     "consul",
     "zookeeper",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::{CtlError, CtlResult};
-use crate::config::{BasicAuth, Etcd3Config};
+use crate::config::{BasicAuth, Etcd3Config, OTHER_DCS};
 
 /// The settings agentctl runs with.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -113,18 +113,11 @@ impl CtlConfig {
             Some(a) => Some(a),
             None => auth_at(root, "restapi")?,
         };
-        let other_dcs = [
-            "etcd",
-            "consul",
-            "zookeeper",
-            "exhibitor",
-            "kubernetes",
-            "raft",
-        ]
-        .iter()
-        .filter(|k| root.contains_key(**k))
-        .map(|k| k.to_string())
-        .collect();
+        let other_dcs = OTHER_DCS
+            .iter()
+            .filter(|k| root.contains_key(**k))
+            .map(|k| k.to_string())
+            .collect();
         Ok(CtlConfig {
             scope,
             namespace,
