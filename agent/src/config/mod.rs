@@ -4,6 +4,17 @@
 //! Rule: loading is pure parsing plus validation; nothing here starts anything.
 //! An unknown key is a warning naming it, a wrong type or a missing required key
 //! is an error naming the key and the file.
+//!
+//! One file per concern:
+//!
+//! - `mod.rs`: the typed configuration ([`Config`] and its sections).
+//! - `load.rs`: the load pipeline (file, directory or environment; the steps in order).
+//! - `yaml.rs`: YAML text to a tree as PyYAML (YAML 1.1) reads it.
+//! - `env.rs`: the `PATRONI_*` variables, for the agent and for agentctl.
+//! - `merge.rs`: Patroni's `patch_config` on JSON trees.
+//! - `validate.rs`: required keys and the checks beyond types.
+//! - `warnings.rs`: unsupported and unknown keys, and what we accept but ignore.
+//! - `dynamic.rs`: the cluster-wide dynamic configuration stored in etcd.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,11 +23,19 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod dynamic;
+pub(crate) mod env;
 mod load;
+pub mod merge;
+#[cfg(test)]
+mod testing;
+mod validate;
+mod warnings;
+mod yaml;
 
 pub use dynamic::{check_parameter, duration, DynamicConfig, DynamicPostgresql, Note};
 
 pub use load::{load_file, load_str, ConfigError};
+pub(crate) use warnings::OTHER_DCS;
 
 /// The local configuration of one node (Patroni's YAML file).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

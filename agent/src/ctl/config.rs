@@ -3,8 +3,8 @@
 //!
 //! Lenient on purpose: `patronictl.yaml` has only these keys, and a node's full
 //! YAML has many more that we ignore (no `postgresql.*` is required). `PATRONI_*`
-//! variables override these keys as they do for Patroni, and `--dcs-url` replaces
-//! the etcd endpoints.
+//! variables override these keys as they do for Patroni (`config::env::ctl_overrides`),
+//! and `--dcs-url` replaces the etcd endpoints.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use super::{CtlError, CtlResult};
-use crate::config::{BasicAuth, Etcd3Config};
+use crate::config::{BasicAuth, Etcd3Config, OTHER_DCS};
 
 /// The settings agentctl runs with.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -88,7 +88,7 @@ impl CtlConfig {
         let Value::Object(root) = &mut tree else {
             return Err("invalid YAML: the top level must be a mapping".into());
         };
-        apply_env(root, env)?;
+        crate::config::env::ctl_overrides(root, env)?;
 
         let string_at = |key: &str| -> Result<Option<String>, String> {
             match root.get(key) {
@@ -113,18 +113,11 @@ impl CtlConfig {
             Some(a) => Some(a),
             None => auth_at(root, "restapi")?,
         };
-        let other_dcs = [
-            "etcd",
-            "consul",
-            "zookeeper",
-            "exhibitor",
-            "kubernetes",
-            "raft",
-        ]
-        .iter()
-        .filter(|k| root.contains_key(**k))
-        .map(|k| k.to_string())
-        .collect();
+        let other_dcs = OTHER_DCS
+            .iter()
+            .filter(|k| root.contains_key(**k))
+            .map(|k| k.to_string())
+            .collect();
         Ok(CtlConfig {
             scope,
             namespace,
@@ -247,101 +240,6 @@ fn auth_at(root: &Map<String, Value>, section: &str) -> Result<Option<BasicAuth>
             "{section}.authentication: both username and password are required"
         )),
     }
-}
-
-/// The `PATRONI_*` variables that matter to agentctl, applied over the file.
-fn apply_env(root: &mut Map<String, Value>, env: &HashMap<String, String>) -> Result<(), String> {
-    let get = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
-    for (var, key) in [
-        ("PATRONI_SCOPE", "scope"),
-        ("PATRONI_NAMESPACE", "namespace"),
-    ] {
-        if let Some(v) = get(var) {
-            root.insert(key.into(), Value::String(v));
-        }
-    }
-    for (section, params) in [
-        (
-            "etcd3",
-            &["host", "url", "protocol", "username", "password"][..],
-        ),
-        ("restapi", &["username", "password"][..]),
-        ("ctl", &["username", "password"][..]),
-    ] {
-        for param in params {
-            let var = format!(
-                "PATRONI_{}_{}",
-                section.to_ascii_uppercase(),
-                param.to_ascii_uppercase()
-            );
-            let Some(v) = get(&var) else { continue };
-            let sect = section_mut(root, section);
-            if section == "etcd3" {
-                sect.insert(param.to_string(), Value::String(v));
-            } else {
-                let auth = sect
-                    .entry("authentication")
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if !auth.is_object() {
-                    *auth = Value::Object(Map::new());
-                }
-                if let Value::Object(a) = auth {
-                    a.insert(param.to_string(), Value::String(v));
-                }
-            }
-        }
-    }
-    if let Some(v) = get("PATRONI_ETCD3_HOSTS") {
-        let hosts = parse_list(&v)
-            .ok_or_else(|| format!("PATRONI_ETCD3_HOSTS: cannot parse {v:?} as a list"))?;
-        section_mut(root, "etcd3").insert("hosts".into(), hosts);
-    }
-    if let Some(v) = get("PATRONI_ETCD3_PORT") {
-        let port: u16 = v
-            .trim()
-            .parse()
-            .map_err(|_| format!("PATRONI_ETCD3_PORT: not a port number: {v:?}"))?;
-        section_mut(root, "etcd3").insert("port".into(), Value::from(port));
-    }
-    Ok(())
-}
-
-fn section_mut<'a>(root: &'a mut Map<String, Value>, section: &str) -> &'a mut Map<String, Value> {
-    let entry = root
-        .entry(section.to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !entry.is_object() {
-        *entry = Value::Object(Map::new());
-    }
-    match entry {
-        Value::Object(m) => m,
-        _ => unreachable!("just made it an object"),
-    }
-}
-
-/// `a:1,b:2` or a YAML list `['a:1', 'b:2']` / `- a:1`.
-fn parse_list(raw: &str) -> Option<Value> {
-    let t = raw.trim();
-    if t.starts_with('[') || t.starts_with('-') {
-        let v: Value = serde_yaml_ng::from_str(t).ok()?;
-        let items: Vec<Value> = v
-            .as_array()?
-            .iter()
-            .map(|x| match x {
-                Value::String(s) => Some(Value::String(s.clone())),
-                Value::Number(n) => Some(Value::String(n.to_string())),
-                _ => None,
-            })
-            .collect::<Option<_>>()?;
-        return Some(Value::Array(items));
-    }
-    Some(Value::Array(
-        t.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| Value::String(s.to_string()))
-            .collect(),
-    ))
 }
 
 #[cfg(test)]

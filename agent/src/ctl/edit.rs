@@ -1,7 +1,7 @@
 //! `edit-config` changes: `-s key.path=value`, `-p guc=value`, `--apply FILE`,
 //! `--replace FILE`, or `$EDITOR` on the YAML.
 //!
-//! The pure parts (paths, values, merges) are apart from the two that touch the
+//! The pure parts (paths, values) are apart from the two that touch the
 //! system (reading a file or stdin, running the editor).
 
 use std::io::Read;
@@ -91,27 +91,6 @@ pub fn apply_pairs(config: &Value, set: &[String], pg: &[String]) -> CtlResult<V
         set_path(&mut m, &path, value);
     }
     Ok(Value::Object(m))
-}
-
-/// Patroni's `patch_config`: merge `patch` into `config`; `null` deletes a key,
-/// mappings merge recursively, anything else replaces.
-pub fn merge(config: &mut Map<String, Value>, patch: &Map<String, Value>) {
-    for (k, v) in patch {
-        match v {
-            Value::Null => {
-                config.remove(k);
-            }
-            Value::Object(p) => match config.get_mut(k) {
-                Some(Value::Object(c)) => merge(c, p),
-                _ => {
-                    config.insert(k.clone(), v.clone());
-                }
-            },
-            _ => {
-                config.insert(k.clone(), v.clone());
-            }
-        }
-    }
 }
 
 /// YAML text of a configuration file to a mapping (an empty document is `{}`).
@@ -325,21 +304,6 @@ mod tests {
         assert_eq!(
             apply_pairs(&json!({"a": 1}), &["a.b=2".into()], &[]).unwrap(),
             json!({"a": {"b": 2}})
-        );
-    }
-
-    #[test]
-    fn merge_like_patroni() {
-        let mut c = obj(json!({"ttl": 30, "postgresql": {"parameters": {"a": 1, "b": 2}}, "x": 1}));
-        merge(
-            &mut c,
-            &obj(
-                json!({"ttl": 40, "postgresql": {"parameters": {"b": null, "c": 3}}, "x": {"y": 1}, "z": null}),
-            ),
-        );
-        assert_eq!(
-            Value::Object(c),
-            json!({"ttl": 40, "postgresql": {"parameters": {"a": 1, "c": 3}}, "x": {"y": 1}})
         );
     }
 

@@ -10,7 +10,7 @@
 //! - `args.rs`: the command line (clap).
 //! - `config.rs`: a lenient reader of `patronictl.yaml` or a node's own YAML (only
 //!   `scope`, `namespace`, `etcd3`, `restapi.authentication`, `ctl` matter), `PATRONI_*`
-//!   overrides and `--dcs-url`.
+//!   overrides (from `config::env`) and `--dcs-url`.
 //! - `output.rs`: tables (`pretty`, `tsv`), `json` and `yaml` in patronictl's layout;
 //!   the member list, topology and history views. Pure: returns text.
 //! - `diff.rs`: a unified diff as Python's `difflib` prints it. Pure.
@@ -21,7 +21,8 @@
 //! - `progress.rs`: what a switchover looks like from etcd, step by step. Pure.
 //! - `prompt.rs`: questions and confirmations; refuses (exit 2) when stdin is not a terminal.
 //! - `rest.rs`: HTTP requests to members' REST APIs, with timeouts.
-//! - `commands.rs`: the verbs themselves (the only place that does IO).
+//! - `verbs/`: the verbs themselves, one file each (`verbs/switchover.rs`, ...), the only
+//!   place that does IO; `verbs/mod.rs` dispatches.
 //!
 //! Exit codes: 0 success, 1 the operation failed (etcd unreachable, a REST call
 //! failed or was refused), 2 usage error (bad arguments, unknown member, a prompt
@@ -30,7 +31,6 @@
 use std::process::ExitCode;
 
 mod args;
-mod commands;
 mod config;
 mod diff;
 mod edit;
@@ -40,6 +40,7 @@ mod progress;
 mod prompt;
 mod rest;
 mod select;
+mod verbs;
 
 pub use args::Cli;
 
@@ -113,7 +114,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(commands::run(cli)) {
+    match rt.block_on(verbs::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agentctl: {e}");
