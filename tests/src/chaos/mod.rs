@@ -67,11 +67,14 @@ pub enum Scenario {
     Switchover,
     LaggingReplica,
     RollingRestart,
+    StalledSync,
+    ConfigEditUnderPause,
+    FenceProbeFailing,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::PrimaryCrash,
         Scenario::PostgresCrash,
         Scenario::AgentFreeze,
@@ -81,6 +84,9 @@ impl Scenario {
         Scenario::Switchover,
         Scenario::LaggingReplica,
         Scenario::RollingRestart,
+        Scenario::StalledSync,
+        Scenario::ConfigEditUnderPause,
+        Scenario::FenceProbeFailing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +100,9 @@ impl Scenario {
             Scenario::Switchover => "switchover",
             Scenario::LaggingReplica => "lagging-replica",
             Scenario::RollingRestart => "rolling-restart",
+            Scenario::StalledSync => "stalled-sync",
+            Scenario::ConfigEditUnderPause => "config-edit-under-pause",
+            Scenario::FenceProbeFailing => "fence-probe-failing",
         }
     }
 
@@ -117,6 +126,15 @@ impl Scenario {
                 "one replica stopped, the other replaying nothing, > maximum_lag_on_failover written, primary killed: the lagging replica must not be promoted"
             }
             Scenario::RollingRestart => "restart every node in turn (replicas first, SIGTERM then start)",
+            Scenario::StalledSync => {
+                "one replica's WAL receiver SIGSTOPped, then the (synchronous) standby and the primary killed: the stalled replica never enters the sync key behind, nor takes over in synchronous mode"
+            }
+            Scenario::ConfigEditUnderPause => {
+                "paused cluster, the config key rewritten in Patroni's value forms plus one invalid field, the primary's postmaster killed: nobody promotes, nobody restarts it for 3 x ttl"
+            }
+            Scenario::FenceProbeFailing => {
+                "the primary's agent cannot probe its postgres, then is SIGSTOPped for longer than ttl: the fence still stops the old primary before its lease expires"
+            }
         }
     }
 
