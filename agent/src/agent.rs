@@ -290,8 +290,23 @@ impl Agent {
         if let Err(e) = self.pg.stop(StopMode::Fast, stop_timeout).await {
             tracing::error!("stopping postgres: {e:#}");
         }
-        // 3. Then release the leader key so a replica takes over at once.
+        // 3. Publish where our WAL ends (the shutdown checkpoint), so the
+        //    candidates judge their lag against the real last position.
+        // 4. Then release the leader key so a replica takes over at once.
         if self.holds_lock || was_primary {
+            // Only a clean shutdown's checkpoint is the end of our WAL; an older
+            // position would let a lagging replica pass maximum_lag_on_failover.
+            let control = self.pg.controldata().await.ok();
+            if let Some(c) = control.filter(|c| c.state == "shut down") {
+                let retain = self
+                    .status_tx
+                    .borrow()
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.status.retain_slots.clone())
+                    .unwrap_or_default();
+                write_final_optime(&self.etcd, c.checkpoint_lsn, retain).await;
+            }
             match self.etcd.release_leader().await {
                 Ok(true) => tracing::info!("released the leader key"),
                 Ok(false) => {}
@@ -299,7 +314,7 @@ impl Agent {
             }
             self.holds_lock = false;
         }
-        // 4. Tell the others we are stopped (the key expires with our lease).
+        // 5. Tell the others we are stopped (the key expires with our lease).
         let mut data = self.member_data(None, "stopped");
         data.xlog_location = None;
         let _ = self.etcd.touch_member(&data).await;
@@ -311,7 +326,14 @@ impl Agent {
         self.reap_long_task().await;
         let obs = self.observe().await;
         let decision = ha::decide(&obs, &self.settings);
-        let reason = decision.reason.to_string();
+        let (exit, completed) = self.execute(&decision, &obs).await;
+        // Log what was done, after doing it: "promoted self to leader" only once
+        // the key was won.
+        let reason = if completed {
+            decision.reason.to_string()
+        } else {
+            format!("not carried out to the end: {}", decision.reason)
+        };
         if reason != self.last_reason {
             tracing::info!("{reason}");
             self.last_reason = reason;
@@ -325,7 +347,6 @@ impl Agent {
         if let Some(w) = decision.wakeup_in {
             self.next_wakeup = Some(Instant::now() + crate::config::duration(w.max(0.05)));
         }
-        let exit = self.execute(&decision, &obs).await;
         if let Some((req, reply)) = self.pending.take() {
             // decide answers every request; this is a guard against a lost reply
             let _ = reply.send((
@@ -602,8 +623,9 @@ impl Agent {
         }
     }
 
-    /// Carry out the actions in order; stop at the first failure.
-    async fn execute(&mut self, d: &Decision, obs: &Observation) -> Option<ExitReason> {
+    /// Carry out the actions in order; stop at the first failure. Returns the exit
+    /// (if the node must stop) and whether every action was carried out.
+    async fn execute(&mut self, d: &Decision, obs: &Observation) -> (Option<ExitReason>, bool) {
         for action in &d.actions {
             if let Some(kind) = action.long_kind() {
                 self.spawn_long(kind, action.clone(), obs);
@@ -619,19 +641,19 @@ impl Agent {
                 Ok(false) => {
                     tracing::info!("{action:?} did not succeed; stopping this cycle's actions");
                     self.wake.notify_one();
-                    break;
+                    return (None, false);
                 }
                 Err(ActionError::Exit(code, message)) => {
                     tracing::error!("{message}");
-                    return Some(ExitReason::Fatal { code, message });
+                    return (Some(ExitReason::Fatal { code, message }), false);
                 }
                 Err(ActionError::Failed(e)) => {
                     tracing::error!("{action:?} failed: {e:#}");
-                    break;
+                    return (None, false);
                 }
             }
         }
-        None
+        (None, true)
     }
 
     async fn run_action(
@@ -756,7 +778,7 @@ impl Agent {
                 self.memory.following = None;
                 self.memory.divergence_checked = None;
                 self.memory.last_result = None;
-                self.pg.remove_data_dir().map(|_| true)
+                self.pg.remove_data_dir().await.map(|_| true)
             }
             Action::WriteSync {
                 standbys,
@@ -916,6 +938,11 @@ impl Agent {
         };
         let etcd = self.etcd.handle();
         let http = self.http.clone();
+        let retain_slots = obs
+            .cluster
+            .as_ref()
+            .map(|c| c.status.retain_slots.clone())
+            .unwrap_or_default();
         let candidate_api = match &action {
             Action::DemoteGraceful { candidate: Some(c) } => obs
                 .cluster
@@ -924,6 +951,19 @@ impl Agent {
                 .and_then(|m| m.data.api_url.clone()),
             _ => None,
         };
+        // A new long action replaces a running one (decide asks for one only when
+        // the old one is over or cancelled): never two at once on one data directory.
+        if let Some(old) = self.long.take() {
+            tracing::warn!(
+                "{} replaces {}, which is aborted",
+                kind.describe(),
+                old.kind.describe()
+            );
+            old.handle.abort();
+            if let Some(reply) = old.reply {
+                let _ = reply.send((503, format!("{} was aborted", old.kind.describe())));
+            }
+        }
         tracing::info!("starting {}", kind.describe());
         self.memory.long_action = Some((kind, self.now()));
         if matches!(kind, LongKind::Clone | LongKind::Reinit) {
@@ -990,9 +1030,18 @@ impl Agent {
                         // Fast shutdown writes the shutdown checkpoint; the walsenders
                         // deliver it to the streaming replicas before they exit.
                         pg.stop(StopMode::Fast, stop_timeout).await?;
-                        let checkpoint = pg.controldata().await.map(|c| c.checkpoint_lsn).ok();
+                        // only a clean shutdown's checkpoint is the end of our WAL
+                        let checkpoint = pg
+                            .controldata()
+                            .await
+                            .ok()
+                            .filter(|c| c.state == "shut down")
+                            .map(|c| c.checkpoint_lsn);
                         if let (Some(url), Some(cp)) = (&candidate_api, checkpoint) {
                             wait_caught_up(&http, url, cp, Duration::from_secs(5)).await;
+                        }
+                        if let Some(cp) = checkpoint {
+                            write_final_optime(&etcd, cp, retain_slots).await;
                         }
                         match etcd.release_leader().await {
                             Ok(_) => tracing::info!("released the leader key for the switchover"),
@@ -1015,7 +1064,7 @@ impl Agent {
                     }
                     Action::Reinitialize(src) => {
                         pg.stop(StopMode::Immediate, Duration::from_secs(10)).await?;
-                        pg.remove_data_dir()?;
+                        pg.remove_data_dir().await?;
                         pg.basebackup(&src).await?;
                         let standby = pg.standby_conf(Some(&src), use_slots);
                         pg.start(&params, Some(standby), replica_timeout).await?;
@@ -1369,6 +1418,20 @@ enum ActionError {
 impl From<crate::dcs::etcd::DcsError> for ActionError {
     fn from(e: crate::dcs::etcd::DcsError) -> Self {
         ActionError::Failed(e.into())
+    }
+}
+
+/// A leader that lets go of the key first publishes its final WAL position in
+/// `status` (Patroni does the same), keeping the slots it retains.
+async fn write_final_optime(etcd: &Etcd, lsn: u64, retain_slots: Vec<String>) {
+    let status = Status {
+        optime: Some(lsn),
+        retain_slots,
+        ..Default::default()
+    };
+    match etcd.write_status(&status).await {
+        Ok(()) => tracing::info!(optime = lsn, "final WAL position written to status"),
+        Err(e) => tracing::warn!("could not write the final WAL position: {e}"),
     }
 }
 

@@ -248,3 +248,57 @@ async fn no_request_or_stored_value_crashes_an_agent() {
     .await;
     assert_agents_alive(&mut cluster, "a restart with a bad stored config");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_leader_publishes_its_last_wal_position_and_the_winner_logs_after_winning() {
+    let (mut cluster, p) = healthy("edgeleave").await;
+    let r = 1 - p;
+    // writes right before the stop: the last published optime is older than them
+    execute(
+        cluster.node(p),
+        "CREATE TABLE IF NOT EXISTS leave(x int); INSERT INTO leave SELECT generate_series(1, 50000);",
+    )
+    .await
+    .expect("writes");
+    let rows = sql(cluster.node(p), "SELECT pg_current_wal_lsn()::text")
+        .await
+        .expect("lsn");
+    let lsn_text: String = rows[0].get(0);
+    let (hi, lo) = lsn_text.split_once('/').expect("an LSN");
+    let lsn = (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap();
+    cluster
+        .node_mut(p)
+        .stop_term(Duration::from_secs(60))
+        .expect("the leader's agent stops");
+    let status = cluster
+        .etcd()
+        .get(&format!("{}status", cluster.prefix()))
+        .await
+        .expect("status key");
+    let v: Value = serde_json::from_str(&status).expect("status JSON");
+    let optime = v["optime"].as_u64().expect("optime");
+    assert!(
+        optime >= lsn,
+        "status optime {optime} is behind the last write at {lsn} ({lsn_text}): {status}"
+    );
+    // the replica takes over, and says it promoted itself only after winning the key
+    let n = cluster.node(r);
+    wait_for(
+        "the replica leads",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async move { (is_in_recovery(n).await == Some(false)).then_some(()) },
+    )
+    .await;
+    let log = std::fs::read_to_string(cluster.node(r).log_path()).expect("log");
+    let won = log
+        .find("acquired the leader key")
+        .expect("acquired the leader key in the log");
+    if let Some(said) = log.find("promoted self to leader") {
+        assert!(
+            won < said,
+            "'promoted self to leader' logged before the key was won:\n{}",
+            cluster.node(r).log_tail(40)
+        );
+    }
+}

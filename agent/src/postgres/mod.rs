@@ -691,7 +691,7 @@ impl PgCtl {
             }
             cmd.arg(a);
         }
-        run_tool(cmd, "initdb").await?;
+        run_tool(cmd, "initdb", tool_timeouts::INITDB).await?;
         self.write_config(dynamic, None, &bootstrap_hba())?;
         self.spawn()?;
         self.wait_ready(dynamic, timeout).await?;
@@ -756,7 +756,7 @@ impl PgCtl {
             if let Some(pw) = &su.password {
                 cmd.env("PGPASSWORD", pw);
             }
-            run_tool(cmd, "post_bootstrap script").await?;
+            run_tool(cmd, "post_bootstrap script", tool_timeouts::SCRIPT).await?;
         }
         self.write_config(dynamic, None, &self.hba_lines())?;
         self.reload()?;
@@ -772,7 +772,7 @@ impl PgCtl {
                 .with_context(|| format!("create {}", parent.display()))?;
         }
         if d.exists() {
-            std::fs::remove_dir_all(d).with_context(|| format!("remove {}", d.display()))?;
+            remove_dir_blocking(d.to_path_buf()).await?;
         }
         let mut cmd = tokio::process::Command::new(self.s.bin("pg_basebackup"));
         cmd.arg("-D")
@@ -792,9 +792,9 @@ impl PgCtl {
         if let Some(pw) = &self.s.replication.password {
             cmd.env("PGPASSWORD", pw);
         }
-        let r = run_tool(cmd, "pg_basebackup").await;
+        let r = run_tool(cmd, "pg_basebackup", tool_timeouts::BASEBACKUP).await;
         if r.is_err() && d.exists() {
-            let _ = std::fs::remove_dir_all(d);
+            let _ = remove_dir_blocking(d.to_path_buf()).await;
         }
         r.map(|_| ())
     }
@@ -833,7 +833,7 @@ impl PgCtl {
             // in the environment, not on the command line where `ps` shows it
             cmd.env("PGPASSWORD", pw);
         }
-        let out = match run_tool(cmd, "pg_rewind").await {
+        let out = match run_tool(cmd, "pg_rewind", tool_timeouts::REWIND).await {
             Ok(out) => out,
             Err(e) => {
                 if had_signal {
@@ -922,11 +922,11 @@ impl PgCtl {
     }
 
     /// Remove the data directory so the node can be re-cloned.
-    pub fn remove_data_dir(&self) -> Result<()> {
+    pub async fn remove_data_dir(&self) -> Result<()> {
         let d = self.data();
         if d.exists() {
             tracing::warn!(dir = %d.display(), "removing the data directory");
-            std::fs::remove_dir_all(d).with_context(|| format!("remove {}", d.display()))?;
+            remove_dir_blocking(d.to_path_buf()).await?;
         }
         Ok(())
     }
@@ -940,6 +940,26 @@ impl PgCtl {
         let text = std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?;
         Ok(parse_history_file(&text))
     }
+}
+
+/// How long each tool may run before it is killed: long enough for big clusters,
+/// bounded so that a hung tool cannot hold the node forever.
+mod tool_timeouts {
+    use std::time::Duration;
+    pub const INITDB: Duration = Duration::from_secs(600);
+    pub const SCRIPT: Duration = Duration::from_secs(3600);
+    pub const REWIND: Duration = Duration::from_secs(6 * 3600);
+    pub const BASEBACKUP: Duration = Duration::from_secs(24 * 3600);
+}
+
+/// `remove_dir_all` of a big data directory takes seconds: off the runtime's one
+/// thread, so the loop, the lease and the REST API keep going.
+async fn remove_dir_blocking(d: PathBuf) -> Result<()> {
+    let shown = d.display().to_string();
+    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&d))
+        .await
+        .map_err(|e| anyhow!("remove {shown}: {e}"))?
+        .with_context(|| format!("remove {shown}"))
 }
 
 fn create_role_sql(name: &str, password: Option<&str>, options: &str) -> String {
@@ -971,7 +991,11 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
 
 /// Run a PostgreSQL tool, log its output, fail on a non-zero exit; returns its
 /// output (stdout, then stderr).
-async fn run_tool(mut cmd: tokio::process::Command, what: &str) -> Result<String> {
+async fn run_tool(
+    mut cmd: tokio::process::Command,
+    what: &str,
+    timeout: Duration,
+) -> Result<String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -989,10 +1013,14 @@ async fn run_tool(mut cmd: tokio::process::Command, what: &str) -> Result<String
         std.get_program().to_string_lossy(),
         args.join(" ")
     );
-    let out = cmd
-        .output()
-        .await
-        .with_context(|| format!("start {what}"))?;
+    // kill_on_drop: a tool that runs past its time is killed with the future
+    let out = match tokio::time::timeout(timeout, cmd.output()).await {
+        Ok(r) => r.with_context(|| format!("start {what}"))?,
+        Err(_) => bail!(
+            "{what} did not finish within {}s; killed",
+            timeout.as_secs()
+        ),
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     for l in stdout.lines().chain(stderr.lines()) {
