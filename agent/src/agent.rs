@@ -21,6 +21,8 @@ use crate::api::{self, ApiState, Control, RequestMsg, ScheduledRestart};
 use crate::config::{Config, DynamicConfig};
 use crate::dcs::etcd::Etcd;
 use crate::dcs::model::{Cluster, History, HistoryEntry, MemberData, Status};
+use crate::fence::Fence;
+use crate::ha::fence::{LeaderKey, LeaseRenewal};
 use crate::ha::{
     self, Action, DataDir, Decision, LongKind, LongResult, Memory, Observation, PgView, Settings,
     StopMode,
@@ -74,9 +76,12 @@ pub struct Agent {
     dcs_last_seen: i64,
     last_probe: Option<ProbeResult>,
     last_status_optime: Option<u64>,
-    /// When the last successful lease keep-alive was sent.
-    lease_renewed_at: Option<Instant>,
-    fence: Option<crate::fence::Fence>,
+    /// The lease renewal the fence deadline counts from (see
+    /// [`ha::fence::next_renewal`]).
+    fence_renewal: Option<LeaseRenewal>,
+    fence: Option<Fence>,
+    /// The fence watchdog died and could not be restarted.
+    fence_down: bool,
     /// Requests from the REST API.
     requests_tx: mpsc::Sender<RequestMsg>,
     requests_rx: mpsc::Receiver<RequestMsg>,
@@ -141,8 +146,9 @@ impl Agent {
             dcs_last_seen: 0,
             last_probe: None,
             last_status_optime: None,
-            lease_renewed_at: None,
+            fence_renewal: None,
             fence: None,
+            fence_down: false,
             requests_tx,
             requests_rx,
             pending: None,
@@ -222,7 +228,8 @@ impl Agent {
             _ = &mut shutdown => return Ok(ExitReason::Shutdown),
         }
         self.pg.stop_orphan().await?;
-        self.fence = Some(crate::fence::Fence::spawn().context("start the fence watchdog")?);
+        self.fence =
+            Some(Fence::start(self.pg.s.data_dir.clone()).context("start the fence watchdog")?);
         let listener = tokio::net::TcpListener::bind(&self.cfg.restapi.listen)
             .await
             .with_context(|| format!("restapi.listen: cannot bind {}", self.cfg.restapi.listen))?;
@@ -431,25 +438,46 @@ impl Agent {
     /// data directory, and the peers when a leader race may be due.
     async fn observe(&mut self) -> Observation {
         let now = self.now();
-        // etcd: keep our lease alive, then read everything under the prefix.
+        // The fence must be running before anything else (safety rule 9).
+        if let Some(f) = self.fence.as_mut() {
+            self.fence_down = !f.supervise();
+        }
+        // etcd: keep our lease alive and read everything under the prefix, both at
+        // once (a slow etcd costs one round trip per cycle here, not two). The
+        // fence deadline moves as soon as the keep-alive succeeded, not at the end
+        // of the cycle.
         self.etcd.set_timeout(self.retry_timeout());
         let ttl = self.dynamic.lease_ttl_secs();
-        let sent = Instant::now();
-        let mut cluster = match self.etcd.refresh_lease(ttl).await {
-            Ok(_) => match self.etcd.read_cluster().await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!("reading the cluster from etcd failed: {e}");
-                    None
-                }
-            },
-            Err(e) => {
+        let reader = self.etcd.handle();
+        let (etcd, fence, fence_renewal) =
+            (&mut self.etcd, &mut self.fence, &mut self.fence_renewal);
+        let renew = async move {
+            let r = etcd.refresh_lease(ttl).await;
+            if let Ok(fresh) = &r {
+                rearm_fence(fence, fence_renewal, *fresh, LeaderKey::Unknown);
+            }
+            r
+        };
+        let (renewed, read) = tokio::join!(renew, reader.read_cluster());
+        let mut cluster = match (renewed, read) {
+            (Ok(fresh), Ok(c)) => {
+                let key = match &c.leader {
+                    Some(l) if l.name == self.cfg.name => LeaderKey::OnLease(l.lease),
+                    _ => LeaderKey::NotOurs,
+                };
+                rearm_fence(&mut self.fence, &mut self.fence_renewal, fresh, key);
+                Some(c)
+            }
+            (Ok(_), Err(e)) => {
+                tracing::warn!("reading the cluster from etcd failed: {e}");
+                None
+            }
+            (Err(e), _) => {
                 tracing::warn!("etcd lease keep-alive failed: {e}");
                 None
             }
         };
         if let Some(c) = cluster.as_mut() {
-            self.lease_renewed_at = Some(sent);
             self.dcs_last_seen = unix_now();
             self.apply_dynamic_config(c);
             self.memory.paused = self.dynamic.pause;
@@ -554,10 +582,14 @@ impl Agent {
             .is_some_and(|t| matches!(t.kind, LongKind::Bootstrap | LongKind::Clone))
         {
             // being written right now; the decision only looks at the long action
+            // (and the fence: a clone starts as a standby, a bootstrap does not)
             DataDir::Initialized {
                 sysid: None,
                 control: None,
-                standby_signal: false,
+                standby_signal: self
+                    .long
+                    .as_ref()
+                    .is_some_and(|t| matches!(t.kind, LongKind::Clone)),
             }
         } else {
             self.pg.data_dir_state().await
@@ -620,6 +652,7 @@ impl Agent {
             unix_now,
             request: self.pending.as_ref().map(|(r, _)| r.clone()),
             config_changed,
+            fence_down: self.fence_down,
         }
     }
 
@@ -682,6 +715,7 @@ impl Agent {
                 if let Ok(true) = ok {
                     tracing::info!("acquired the leader key");
                     self.holds_lock = true;
+                    self.key_on_current_lease();
                 }
                 ok.map_err(Into::into)
             }
@@ -690,6 +724,7 @@ impl Agent {
                 if let Ok(true) = ok {
                     tracing::info!("re-bound the leader key to our new lease");
                     self.holds_lock = true;
+                    self.key_on_current_lease();
                 }
                 ok.map_err(Into::into)
             }
@@ -1379,33 +1414,58 @@ impl Agent {
         self.update_fence(obs);
     }
 
-    /// Arm the fence while postgres is a primary (or one is coming up), so neither a
-    /// frozen agent nor a broken demotion can leave a writable primary behind an
-    /// expired lease.
+    /// Our leader key is now bound to the current lease: the fence deadline
+    /// follows that lease's renewals from here on.
+    fn key_on_current_lease(&mut self) {
+        if let Some(r) = self.etcd.renewal() {
+            rearm_fence(
+                &mut self.fence,
+                &mut self.fence_renewal,
+                r,
+                LeaderKey::OnLease(r.lease),
+            );
+        }
+    }
+
+    /// Arm the fence while postgres may be a primary (or one is coming up), so
+    /// neither a frozen agent nor a broken demotion can leave a writable primary
+    /// behind an expired lease; disarm it otherwise (a replica, stopped, paused).
     fn update_fence(&mut self, obs: &Observation) {
-        let becoming_primary = self.memory.long_action.is_some_and(|(k, _)| {
-            matches!(
-                k,
-                LongKind::Promote | LongKind::StartPrimary | LongKind::Bootstrap
-            )
-        });
-        let primary = obs.pg.is_primary() || becoming_primary;
+        // this cycle's postgres view, with the long action as it is now (one may
+        // have started during the cycle)
+        let arm = ha::fence::must_arm(&obs.pg, &obs.data_dir, &self.memory);
         let pid = self.pg.postmaster_pid();
         let Some(fence) = self.fence.as_mut() else {
             return;
         };
-        // Armed whenever postgres is (or is becoming) a primary, whatever the loop
-        // believes about the leader key: a primary whose lease was not renewed
-        // dies at the deadline even if the demotion path itself fails. Only
-        // pause mode (no automatic demotion at all) disarms it.
-        match (primary && !self.memory.paused, pid, self.lease_renewed_at) {
-            (true, Some(pid), Some(renewed)) => {
-                let ttl = Duration::from_secs(self.dynamic.lease_ttl_secs().max(1) as u64);
-                let margin = crate::config::duration((ttl.as_secs_f64() * 0.1).min(1.0));
-                let deadline = renewed + ttl - margin;
-                fence.arm(pid, deadline.saturating_duration_since(Instant::now()));
-            }
-            _ => fence.disarm(),
+        if arm {
+            // No renewal at all: the deadline has passed. No postmaster yet (a
+            // start as primary under way): the watchdog finds it by its data dir.
+            let deadline = self
+                .fence_renewal
+                .as_ref()
+                .map(ha::fence::deadline)
+                .unwrap_or_default();
+            fence.arm(pid.unwrap_or(0), deadline);
+        } else {
+            fence.disarm();
+        }
+    }
+}
+
+/// A lease renewal succeeded: move the fence deadline if the renewal counts for
+/// it (see [`ha::fence::next_renewal`]).
+fn rearm_fence(
+    fence: &mut Option<Fence>,
+    current: &mut Option<LeaseRenewal>,
+    fresh: LeaseRenewal,
+    key: LeaderKey,
+) {
+    let next = ha::fence::next_renewal(*current, fresh, key);
+    if next != *current {
+        *current = next;
+        if let (Some(f), Some(r)) = (fence.as_mut(), next) {
+            f.rearm(ha::fence::deadline(&r));
         }
     }
 }

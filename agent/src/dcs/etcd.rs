@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 
 use super::model::{keys, Cluster, History, MemberData, RawKv, Status};
 use crate::config::Etcd3Config;
+use crate::fence::clock_now;
+use crate::ha::fence::LeaseRenewal;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum DcsError {
@@ -42,7 +44,12 @@ pub struct Etcd {
     prefix: String,
     name: String,
     lease: i64,
+    /// The TTL we asked for when the lease was granted.
     lease_ttl: i64,
+    /// The TTL etcd granted the lease (its answer to every keep-alive too).
+    granted_ttl: i64,
+    /// The last successful keep-alive or grant of `lease`.
+    renewal: Option<LeaseRenewal>,
     timeout: Duration,
 }
 
@@ -68,6 +75,8 @@ impl Etcd {
             name: name.to_string(),
             lease: 0,
             lease_ttl: 0,
+            granted_ttl: 0,
+            renewal: None,
             timeout: Duration::from_secs(10),
         })
     }
@@ -81,6 +90,8 @@ impl Etcd {
             name: self.name.clone(),
             lease: self.lease,
             lease_ttl: self.lease_ttl,
+            granted_ttl: self.granted_ttl,
+            renewal: self.renewal,
             timeout: self.timeout,
         }
     }
@@ -92,6 +103,11 @@ impl Etcd {
 
     pub fn lease(&self) -> i64 {
         self.lease
+    }
+
+    /// The last successful keep-alive or grant of the current lease.
+    pub fn renewal(&self) -> Option<LeaseRenewal> {
+        self.renewal.filter(|r| r.lease == self.lease)
     }
 
     pub fn prefix(&self) -> &str {
@@ -116,18 +132,19 @@ impl Etcd {
     }
 
     /// Keep our lease alive; grant a new one when we have none, when it expired, or
-    /// when the wanted TTL changed. Returns `true` when a new lease was granted (keys
-    /// bound to the old one must be re-bound).
+    /// when the wanted TTL changed. Returns the renewal: when the successful request
+    /// was sent (fence clock) and the TTL it bought. A renewal of another lease than
+    /// before means a new lease (keys bound to the old one must be re-bound).
     ///
     /// Transient errors (a closed stream, a dropped connection) are retried until the
     /// call's timeout (`retry_timeout`) is used up, like Patroni's retries: a single
     /// hiccup must not look like a lost etcd and demote a healthy primary.
-    pub async fn refresh_lease(&mut self, ttl: i64) -> Result<bool> {
+    pub async fn refresh_lease(&mut self, ttl: i64) -> Result<LeaseRenewal> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut last = DcsError::Unavailable("no attempt".into());
         while tokio::time::Instant::now() < deadline {
             match tokio::time::timeout_at(deadline, self.refresh_once(ttl)).await {
-                Ok(Ok(granted)) => return Ok(granted),
+                Ok(Ok(renewal)) => return Ok(renewal),
                 Ok(Err(e)) => {
                     tracing::debug!("lease keep-alive attempt failed: {e}");
                     last = e;
@@ -145,10 +162,19 @@ impl Etcd {
         Err(last)
     }
 
-    async fn refresh_once(&mut self, ttl: i64) -> Result<bool> {
+    async fn refresh_once(&mut self, ttl: i64) -> Result<LeaseRenewal> {
         if self.lease != 0 && self.lease_ttl == ttl {
+            let sent = clock_now();
             match self.keep_alive_once().await {
-                Ok(true) => return Ok(false),
+                Ok(true) => {
+                    // etcd answers a keep-alive with the lease's granted TTL (the
+                    // client checks it is positive but does not hand it out; it is
+                    // the TTL the grant answered with).
+                    if let Some(r) = LeaseRenewal::new(self.lease, sent, ttl, self.granted_ttl) {
+                        self.renewal = Some(r);
+                        return Ok(r);
+                    }
+                }
                 Ok(false) | Err(DcsError::LeaseLost) => {
                     tracing::warn!(lease = self.lease, "our etcd lease expired");
                 }
@@ -156,11 +182,22 @@ impl Etcd {
             }
         }
         let mut c = self.client.clone();
+        let sent = clock_now();
         let resp = self.timed(c.lease_grant(ttl, None)).await?;
+        let renewal = LeaseRenewal::new(resp.id(), sent, ttl, resp.ttl()).ok_or_else(|| {
+            DcsError::Unavailable(format!("etcd granted a lease with ttl {}", resp.ttl()))
+        })?;
         self.lease = resp.id();
         self.lease_ttl = ttl;
-        tracing::info!(lease = self.lease, ttl, "granted a new etcd lease");
-        Ok(true)
+        self.granted_ttl = resp.ttl();
+        self.renewal = Some(renewal);
+        tracing::info!(
+            lease = self.lease,
+            ttl,
+            granted = resp.ttl(),
+            "granted a new etcd lease"
+        );
+        Ok(renewal)
     }
 
     /// One keep-alive round trip on a fresh stream (a stream kept idle between

@@ -8,6 +8,7 @@
 //!
 //! The order of the checks follows Patroni's `ha.py` `_run_cycle`.
 
+pub mod fence;
 mod manual;
 mod reason;
 pub mod sync;
@@ -46,6 +47,9 @@ pub struct Observation {
     pub request: Option<Request>,
     /// The postgres parameters in effect differ from those in postgresql.conf.
     pub config_changed: bool,
+    /// The fence watchdog died and could not be restarted: this node must not
+    /// be or become a primary (see [`fence::without_fence`]).
+    pub fence_down: bool,
 }
 
 /// The data directory as found on disk.
@@ -425,7 +429,8 @@ pub fn decide(obs: &Observation, s: &Settings) -> Decision {
     {
         d.actions.push(Action::Reload);
     }
-    manual::with_request(obs, s, obs.cluster.as_ref(), d)
+    let d = manual::with_request(obs, s, obs.cluster.as_ref(), d);
+    fence::without_fence(obs, s, d)
 }
 
 /// The HA decision without requests.

@@ -84,6 +84,8 @@ pub enum Reason {
         from: String,
     },
     Restarting,
+    FenceDownDemoting,
+    FenceDownNotPromoting,
 }
 
 impl std::fmt::Display for Reason {
@@ -184,6 +186,12 @@ impl std::fmt::Display for Reason {
             }
             Reinitializing { from } => write!(f, "reinitializing from {from}"),
             Restarting => write!(f, "restarting postgres on request"),
+            FenceDownDemoting => {
+                write!(f, "demoting self because the fence watchdog is down and could not be restarted")
+            }
+            FenceDownNotPromoting => {
+                write!(f, "not promoting self because the fence watchdog is down and could not be restarted")
+            }
         }
     }
 }

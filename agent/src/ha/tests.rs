@@ -8,6 +8,7 @@
 //!
 //! Builders live in `fixtures`; the node under test is always `n1`.
 
+mod fence_cases;
 mod fixtures;
 mod props;
 mod sim;

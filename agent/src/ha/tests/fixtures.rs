@@ -337,6 +337,7 @@ pub fn obs(cluster: Cluster) -> Observation {
         unix_now: 1_800_000_000.0,
         request: None,
         config_changed: false,
+        fence_down: false,
     }
 }
 

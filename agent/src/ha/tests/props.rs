@@ -325,6 +325,7 @@ prop_compose! {
             unix_now: 1_800_000_000.0,
             request: None,
             config_changed: false,
+            fence_down: false,
         }
     }
 }
@@ -448,6 +449,32 @@ proptest! {
                     prop_assert!(d.actions.first() == Some(&IMMEDIATE) || exits, "{d:?}");
                 }
             }
+        }
+    }
+
+    /// Rule 9: with the fence watchdog down for good, nothing takes the key,
+    /// promotes, starts as primary or bootstraps; a postgres that may be primary
+    /// is stopped first thing and a key of ours let go (unless paused).
+    #[test]
+    fn rule9_no_primary_without_a_fence(o in arb_obs(), s in arb_settings()) {
+        let mut o = o;
+        o.fence_down = true;
+        let d = decide(&o, &s);
+        let Some(c) = &o.cluster else { return Ok(()) };
+        if c.dynamic().pause {
+            return Ok(());
+        }
+        let promotes = d.actions.iter().any(|a| matches!(
+            a,
+            A::AcquireLeader | A::RebindLeader | A::RaceInitialize | A::Promote
+                | A::StartPrimary | A::Bootstrap
+        ));
+        prop_assert!(!promotes, "{d:?}");
+        if crate::ha::fence::may_be_primary(&o.pg, &o.data_dir, &o.memory) {
+            prop_assert_eq!(d.actions.first(), Some(&IMMEDIATE), "{:?}", d);
+        }
+        if c.leader_name() == Some(s.name.as_str()) {
+            prop_assert!(d.actions.contains(&A::ReleaseLeader), "{d:?}");
         }
     }
 

@@ -276,6 +276,7 @@ impl Sim {
             unix_now: 1_800_000_000.0,
             request: None,
             config_changed: false,
+            fence_down: false,
         }
     }
 
