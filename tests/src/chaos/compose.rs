@@ -536,7 +536,13 @@ impl Target for ComposeTarget {
     }
 
     fn supports(&self, s: Scenario) -> bool {
-        s != Scenario::Partition || self.can_partition
+        match s {
+            Scenario::Partition => self.can_partition,
+            // A delay inside the container's namespace (netem) would slow its
+            // clients and replication too, not only its etcd traffic.
+            Scenario::SlowEtcd => false,
+            _ => true,
+        }
     }
 
     fn logs_hint(&self) -> String {
@@ -680,6 +686,13 @@ impl Target for ComposeTarget {
         signal(pid, Signal::SIGCONT);
         self.frozen.remove(&pid);
         Ok(())
+    }
+
+    async fn slow_dcs(&mut self, i: usize, _latency: Duration) -> Result<()> {
+        bail!(
+            "{}: a slow etcd link is not supported on the compose target",
+            self.names[i]
+        )
     }
 
     async fn cut_dcs(&mut self, i: usize) -> Result<()> {

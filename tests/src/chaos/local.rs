@@ -11,7 +11,8 @@
 //! Rule: network faults exist only inside this process: a partition cuts the
 //! node's proxies (bytes stop in both directions, connections hang, as with a
 //! dropped link), so nothing on the machine outside the suite's own loopback
-//! sockets is touched. Quorum loss is SIGSTOP of two etcd members.
+//! sockets is touched; a slow link delays every byte in the same proxies.
+//! Quorum loss is SIGSTOP of two etcd members.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -302,8 +303,19 @@ impl Target for LocalTarget {
         self.check_index(i)?;
         for p in &self.proxies[i] {
             p.heal();
+            p.set_latency(Duration::ZERO);
         }
         self.cut.remove(&i);
+        Ok(())
+    }
+
+    async fn slow_dcs(&mut self, i: usize, latency: Duration) -> Result<()> {
+        self.check_index(i)?;
+        for p in &self.proxies[i] {
+            p.set_latency(latency);
+        }
+        // heal_all restores the link (no cut, no delay).
+        self.cut.insert(i);
         Ok(())
     }
 
@@ -384,6 +396,7 @@ impl Target for LocalTarget {
         for i in std::mem::take(&mut self.cut) {
             for p in &self.proxies[i] {
                 p.heal();
+                p.set_latency(Duration::ZERO);
             }
         }
         for i in std::mem::take(&mut self.frozen) {
@@ -404,6 +417,7 @@ impl Drop for LocalTarget {
         for per_node in &self.proxies {
             for p in per_node {
                 p.heal();
+                p.set_latency(Duration::ZERO);
             }
         }
         for i in &self.frozen {

@@ -70,11 +70,12 @@ pub enum Scenario {
     StalledSync,
     ConfigEditUnderPause,
     FenceProbeFailing,
+    SlowEtcd,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::PrimaryCrash,
         Scenario::PostgresCrash,
         Scenario::AgentFreeze,
@@ -87,6 +88,7 @@ impl Scenario {
         Scenario::StalledSync,
         Scenario::ConfigEditUnderPause,
         Scenario::FenceProbeFailing,
+        Scenario::SlowEtcd,
     ];
 
     pub fn name(self) -> &'static str {
@@ -103,6 +105,7 @@ impl Scenario {
             Scenario::StalledSync => "stalled-sync",
             Scenario::ConfigEditUnderPause => "config-edit-under-pause",
             Scenario::FenceProbeFailing => "fence-probe-failing",
+            Scenario::SlowEtcd => "slow-etcd",
         }
     }
 
@@ -135,6 +138,9 @@ impl Scenario {
             Scenario::FenceProbeFailing => {
                 "the primary's agent cannot probe its postgres, then is SIGSTOPped for longer than ttl: the fence still stops the old primary before its lease expires"
             }
+            Scenario::SlowEtcd => {
+                "the primary's etcd link slowed (each call well under retry_timeout) for 3 x ttl: no failover, no demotion, no fence, writes go on"
+            }
         }
     }
 
@@ -151,6 +157,7 @@ impl Scenario {
                 | Scenario::ReplicaCrash
                 | Scenario::Switchover
                 | Scenario::RollingRestart
+                | Scenario::SlowEtcd
         )
     }
 }

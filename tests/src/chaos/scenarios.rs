@@ -126,6 +126,7 @@ pub async fn run<T: Target>(
         Scenario::StalledSync => stalled_sync(t, cx, primary).await,
         Scenario::ConfigEditUnderPause => config_edit_under_pause(t, cx, primary).await,
         Scenario::FenceProbeFailing => fence_probe_failing(t, cx, primary).await,
+        Scenario::SlowEtcd => slow_etcd(t, cx, primary).await,
     }
 }
 
@@ -1311,5 +1312,109 @@ async fn fence_probe_failing<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize) ->
             ),
         ),
     }
+    Ok(())
+}
+
+/// The primary's etcd link slowed (every byte delayed `d` each way, so each
+/// call takes about `2d` longer, well under `retry_timeout`) for 3 x ttl and
+/// more: a slow but working etcd must not fence, demote or replace a healthy
+/// primary, and writes go on.
+async fn slow_etcd<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize) -> Result<()> {
+    let timings = t.timings();
+    let pn = cx.name(p);
+    // Each direction 1/8 to 1/5 of retry_timeout: a call 1/4 to 2/5 of it slower.
+    let rt_ms = timings.retry_timeout * 1000;
+    let d = Duration::from_millis(cx.rng.range(rt_ms / 8, rt_ms / 5));
+    let hold = timings.ttl() * 3 + Duration::from_secs(cx.rng.range(0, 2));
+    let leader_key = format!("{}leader", t.prefix());
+    let at = cx.fault(format!(
+        "slow {pn}'s etcd link by {} ms each way for {:.0}s",
+        d.as_millis(),
+        hold.as_secs_f64()
+    ));
+    t.slow_dcs(p, d).await?;
+    let mut leaders: BTreeSet<String> = BTreeSet::new();
+    while at.elapsed() < hold {
+        if let Ok(v) = t.etcd_get(&leader_key).await {
+            leaders.insert(v.unwrap_or_else(|| "none".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let end = cx.step(format!("restore {pn}'s etcd link"));
+    t.heal_dcs(p).await?;
+
+    cx.check(
+        format!("no failover: the leader key stays with {pn}"),
+        leaders.len() == 1 && leaders.contains(&pn),
+        format!("leader key values seen: {leaders:?}"),
+    );
+    let rounds = cx.sampler.rounds_between(at, end);
+    let demoted: Vec<_> = rounds
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.states.get(p),
+                Some(NodeState::Replica | NodeState::ReadOnlyPrimary)
+            )
+        })
+        .collect();
+    let others: Vec<_> = rounds
+        .iter()
+        .filter(|r| r.primaries().iter().any(|q| *q != p))
+        .collect();
+    let down = rounds
+        .iter()
+        .filter(|r| r.states.get(p) == Some(&NodeState::Down))
+        .count();
+    cx.check(
+        format!("{pn} is neither demoted nor fenced, and nobody else is primary"),
+        demoted.is_empty() && others.is_empty(),
+        match (demoted.first(), others.first()) {
+            (None, None) => format!(
+                "{} samples: {pn} writable in {}, no answer in {down}",
+                rounds.len(),
+                rounds.len() - down
+            ),
+            (Some(r), _) => format!(
+                "{pn} {} {:.2}s after the fault ({} such samples)",
+                r.states[p].as_str(),
+                r.at.saturating_duration_since(at).as_secs_f64(),
+                demoted.len()
+            ),
+            (None, Some(r)) => format!(
+                "{:?} primary {:.2}s after the fault",
+                r.primaries()
+                    .iter()
+                    .map(|i| cx.name(*i))
+                    .collect::<Vec<_>>(),
+                r.at.saturating_duration_since(at).as_secs_f64()
+            ),
+        },
+    );
+    let addr = t.addrs().lock().unwrap_or_else(|e| e.into_inner())[p].addr();
+    let acks: Vec<Instant> = cx
+        .writer
+        .acks_after(at)
+        .into_iter()
+        .filter(|a| a.at <= end && a.server == addr)
+        .map(|a| a.at)
+        .collect();
+    let mut gap = Duration::ZERO;
+    let mut last = at;
+    for a in acks.iter().copied().chain(std::iter::once(end)) {
+        gap = gap.max(a.saturating_duration_since(last));
+        last = a;
+    }
+    cx.check(
+        format!("writes go on on {pn} through the slow etcd link"),
+        !acks.is_empty() && gap < timings.ttl(),
+        format!(
+            "{} writes acknowledged in {:.0}s, the longest gap {:.2}s (ttl {}s)",
+            acks.len(),
+            end.saturating_duration_since(at).as_secs_f64(),
+            gap.as_secs_f64(),
+            timings.ttl
+        ),
+    );
     Ok(())
 }

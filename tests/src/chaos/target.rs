@@ -75,8 +75,12 @@ pub trait Target {
     async fn freeze_agent(&mut self, i: usize) -> Result<()>;
     async fn thaw_agent(&mut self, i: usize) -> Result<()>;
     /// Cut / restore the node's traffic to etcd; clients still reach it.
+    /// `heal_dcs` also undoes [`Target::slow_dcs`].
     async fn cut_dcs(&mut self, i: usize) -> Result<()>;
     async fn heal_dcs(&mut self, i: usize) -> Result<()>;
+    /// Delay the node's etcd traffic by `latency` in each direction (a call
+    /// takes about twice that longer); the link keeps working.
+    async fn slow_dcs(&mut self, i: usize, latency: Duration) -> Result<()>;
     /// SIGSTOP / SIGCONT the WAL receiver of node `i` (a stalled replica: the
     /// primary's walsender still says `streaming`); the process is the one
     /// `pg_stat_wal_receiver.pid` names.
