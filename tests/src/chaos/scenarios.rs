@@ -1322,9 +1322,9 @@ async fn fence_probe_failing<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize) ->
 async fn slow_etcd<T: Target>(t: &mut T, cx: &mut Cx<'_>, p: usize) -> Result<()> {
     let timings = t.timings();
     let pn = cx.name(p);
-    // Each direction 1/8 to 1/5 of retry_timeout: a call 1/4 to 2/5 of it slower.
+    // Each direction 1/8 to 1/4 of retry_timeout: a call 1/4 to 1/2 of it slower.
     let rt_ms = timings.retry_timeout * 1000;
-    let d = Duration::from_millis(cx.rng.range(rt_ms / 8, rt_ms / 5));
+    let d = Duration::from_millis(cx.rng.range(rt_ms / 8, rt_ms / 4));
     let hold = timings.ttl() * 3 + Duration::from_secs(cx.rng.range(0, 2));
     let leader_key = format!("{}leader", t.prefix());
     let at = cx.fault(format!(
