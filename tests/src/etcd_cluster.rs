@@ -293,6 +293,17 @@ impl EtcdCluster {
         Ok(kvs(&v)?.into_iter().next().map(|(_, val)| val))
     }
 
+    /// Write `key` = `value` (no lease), as `etcdctl put` or `patronictl
+    /// edit-config` would.
+    pub async fn try_put(&self, key: &str, value: &str) -> Result<()> {
+        self.gateway(
+            "kv/put",
+            json!({ "key": b64(key.as_bytes()), "value": b64(value.as_bytes()) }),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// All `(key, value)` pairs under `prefix`, sorted by key.
     pub async fn try_get_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let v = self

@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if args.list {
         for s in Scenario::ALL {
-            println!("{:<16} {}", s.name(), s.describe());
+            println!("{:<24} {}", s.name(), s.describe());
         }
         return ExitCode::SUCCESS;
     }

@@ -13,12 +13,17 @@
 //!   namespace* (`nsenter -n`) dropping traffic to and from etcd's port 2379,
 //!   so clients and HAProxy still reach the node (needs root and iptables;
 //!   without them the scenario is reported as not supported);
-//! - quorum loss: `docker pause` of two etcd containers.
+//! - quorum loss: `docker pause` of two etcd containers;
+//! - stalled replica: SIGSTOP/SIGCONT of the WAL receiver inside the container
+//!   (`docker exec kill`, the pid from `pg_stat_wal_receiver`);
+//! - failing probe: the unix socket the agent connects through is renamed
+//!   inside the container (`docker exec mv`) and its connections terminated;
+//! - a config edit: `etcdctl put` inside an etcd container.
 //!
 //! Rule: `Drop` undoes every fault and runs `down -v`, so nothing (containers,
 //! volumes, the network) is left behind.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -46,6 +51,11 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(240);
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
 /// The data directory inside a node container (compose/agent.yml).
 const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+/// The unix socket the agent connects through inside a node container
+/// (`unix_socket_directories` in compose/agent.yml, port 5432).
+const SOCKET: &str = "/var/run/postgresql/.s.PGSQL.5432";
+/// A statement the suite runs on a node to inject a fault.
+const QUERY: Duration = Duration::from_secs(3);
 
 /// The running stack and the faults in place.
 pub struct ComposeTarget {
@@ -68,6 +78,10 @@ pub struct ComposeTarget {
     frozen: BTreeSet<i32>,
     cut: BTreeSet<usize>,
     paused_etcd: Vec<String>,
+    /// Stalled WAL receivers: node -> (container, pid inside it).
+    stalled: BTreeMap<usize, (String, i32)>,
+    /// Nodes whose agent socket is hidden -> container.
+    hidden: BTreeMap<usize, String>,
     keep: bool,
 }
 
@@ -239,6 +253,8 @@ impl ComposeTarget {
             frozen: BTreeSet::new(),
             cut: BTreeSet::new(),
             paused_etcd: Vec::new(),
+            stalled: BTreeMap::new(),
+            hidden: BTreeMap::new(),
             keep: false,
         };
         eprintln!("chaos: compose up (project {}) ...", t.project);
@@ -456,6 +472,17 @@ impl ComposeTarget {
         run_cmd(cmd, &args.join(" "), &self.log).await
     }
 
+    /// Put a hidden agent socket back (unless a new postmaster made a new one).
+    async fn unhide(&self, id: &str) -> Result<()> {
+        let script = format!(
+            "S={SOCKET}; H=$S.chaos-hidden; if [ -e \"$S\" ]; then rm -f \"$H\"; \
+             elif [ -e \"$H\" ]; then mv \"$H\" \"$S\"; fi"
+        );
+        self.docker(&["exec", id, "sh", "-c", &script])
+            .await
+            .map(|_| ())
+    }
+
     async fn running(&self, id: &str) -> bool {
         self.docker(&["inspect", "-f", "{{.State.Running}}", id])
             .await
@@ -509,7 +536,13 @@ impl Target for ComposeTarget {
     }
 
     fn supports(&self, s: Scenario) -> bool {
-        s != Scenario::Partition || self.can_partition
+        match s {
+            Scenario::Partition => self.can_partition,
+            // A delay inside the container's namespace (netem) would slow its
+            // clients and replication too, not only its etcd traffic.
+            Scenario::SlowEtcd => false,
+            _ => true,
+        }
     }
 
     fn logs_hint(&self) -> String {
@@ -546,6 +579,65 @@ impl Target for ComposeTarget {
             .await?;
         let v = out.trim_end_matches('\n').to_string();
         Ok((!v.is_empty()).then_some(v))
+    }
+
+    async fn etcd_put(&self, key: &str, value: &str) -> Result<()> {
+        let id = self
+            .etcd_containers
+            .iter()
+            .find(|c| !self.paused_etcd.contains(c))
+            .ok_or_else(|| anyhow!("every etcd container is paused"))?;
+        self.docker(&[
+            "exec",
+            "-e",
+            "ETCDCTL_API=3",
+            id,
+            "etcdctl",
+            "--endpoints=http://127.0.0.1:2379",
+            "--command-timeout=3s",
+            "put",
+            key,
+            value,
+        ])
+        .await
+        .map(|_| ())
+    }
+
+    async fn stall_receiver(&mut self, i: usize) -> Result<()> {
+        let id = self.containers[i].clone();
+        let pg = self.addrs.lock().unwrap_or_else(|e| e.into_inner())[i].clone();
+        let pid = pg.walreceiver_pid(QUERY).await?;
+        self.docker(&["exec", &id, "sh", "-c", &format!("kill -STOP {pid}")])
+            .await?;
+        self.stalled.insert(i, (id, pid));
+        Ok(())
+    }
+
+    async fn resume_receiver(&mut self, i: usize) -> Result<()> {
+        if let Some((id, pid)) = self.stalled.remove(&i) {
+            // Gone with its container, or already continued: nothing to undo.
+            let _ = self
+                .docker(&["exec", &id, "sh", "-c", &format!("kill -CONT {pid}")])
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn break_probe(&mut self, i: usize) -> Result<()> {
+        let id = self.containers[i].clone();
+        self.docker(&["exec", &id, "mv", SOCKET, &format!("{SOCKET}.chaos-hidden")])
+            .await?;
+        self.hidden.insert(i, id);
+        let pg = self.addrs.lock().unwrap_or_else(|e| e.into_inner())[i].clone();
+        pg.terminate("agent", QUERY).await?;
+        Ok(())
+    }
+
+    async fn mend_probe(&mut self, i: usize) -> Result<()> {
+        match self.hidden.remove(&i) {
+            Some(id) => self.unhide(&id).await,
+            None => Ok(()),
+        }
     }
 
     async fn kill_node(&mut self, i: usize) -> Result<()> {
@@ -596,6 +688,13 @@ impl Target for ComposeTarget {
         Ok(())
     }
 
+    async fn slow_dcs(&mut self, i: usize, _latency: Duration) -> Result<()> {
+        bail!(
+            "{}: a slow etcd link is not supported on the compose target",
+            self.names[i]
+        )
+    }
+
     async fn cut_dcs(&mut self, i: usize) -> Result<()> {
         if !self.can_partition {
             bail!("partitions need root, iptables and nsenter");
@@ -638,6 +737,12 @@ impl Target for ComposeTarget {
 
     async fn heal_all(&mut self) {
         let _ = self.restore_quorum().await;
+        for i in self.stalled.keys().copied().collect::<Vec<_>>() {
+            let _ = self.resume_receiver(i).await;
+        }
+        for (_, id) in std::mem::take(&mut self.hidden) {
+            let _ = self.unhide(&id).await;
+        }
         for i in std::mem::take(&mut self.cut) {
             let _ = self.iptables(i, "-D").await;
         }
@@ -674,6 +779,11 @@ impl Drop for ComposeTarget {
         }
         for pid in &self.frozen {
             signal(*pid, Signal::SIGCONT);
+        }
+        for (id, pid) in self.stalled.values() {
+            let _ = std::process::Command::new("docker")
+                .args(["exec", id, "sh", "-c", &format!("kill -CONT {pid}")])
+                .output();
         }
         if self.keep || std::thread::panicking() {
             if let Ok(out) = blocking(&["logs", "--no-color", "--tail", "300"]) {

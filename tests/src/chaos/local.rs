@@ -11,19 +11,23 @@
 //! Rule: network faults exist only inside this process: a partition cuts the
 //! node's proxies (bytes stop in both directions, connections hang, as with a
 //! dropped link), so nothing on the machine outside the suite's own loopback
-//! sockets is touched. Quorum loss is SIGSTOP of two etcd members.
+//! sockets is touched; a slow link delays every byte in the same proxies.
+//! Quorum loss is SIGSTOP of two etcd members.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::pg::Pg;
 use super::sampler::Addrs;
 use super::target::{Target, Timings};
 use super::Scenario;
+use crate::proc::{proc_comm, signal};
 use crate::{
     wait_primary, wait_streaming_replicas, ClusterFixture, EtcdCluster, HaproxyFixture, TcpProxy,
 };
@@ -32,6 +36,10 @@ use crate::{
 const PASSWORD: &str = "postgres";
 /// How long a node gets to stop on SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// A statement the suite runs on a node to inject a fault.
+const QUERY: Duration = Duration::from_secs(3);
+/// The `application_name` of the agent's own connection to its postgres.
+const AGENT_APP: &str = "agent";
 
 /// Three local nodes, three etcd members, HAProxy; owns them all.
 pub struct LocalTarget {
@@ -46,6 +54,10 @@ pub struct LocalTarget {
     frozen: BTreeSet<usize>,
     cut: BTreeSet<usize>,
     paused_etcd: Vec<usize>,
+    /// Stalled WAL receivers: node -> pid.
+    stalled: BTreeMap<usize, i32>,
+    /// Hidden unix sockets: node -> (hidden path, real path).
+    hidden: BTreeMap<usize, (PathBuf, PathBuf)>,
 }
 
 impl LocalTarget {
@@ -104,6 +116,8 @@ impl LocalTarget {
             frozen: BTreeSet::new(),
             cut: BTreeSet::new(),
             paused_etcd: Vec::new(),
+            stalled: BTreeMap::new(),
+            hidden: BTreeMap::new(),
         })
     }
 
@@ -113,6 +127,42 @@ impl LocalTarget {
         }
         Ok(())
     }
+
+    fn pg(&self, i: usize) -> Pg {
+        self.addrs.lock().unwrap_or_else(|e| e.into_inner())[i].clone()
+    }
+
+    /// The unix socket node `i`'s agent connects through (the first, and
+    /// only, `unix_socket_directories` entry of the harness is the node's dir).
+    fn socket(&self, i: usize) -> PathBuf {
+        let node = self.cluster.node(i);
+        node.dir().join(format!(".s.PGSQL.{}", node.pg_port()))
+    }
+}
+
+/// SIGCONT `pid` if it is still a postgres process (not a reused pid).
+fn resume_postgres_pid(pid: i32) {
+    if proc_comm(pid).is_some_and(|c| c.starts_with("postgres")) {
+        signal(pid, Signal::SIGCONT);
+    }
+}
+
+/// Put a hidden socket back, unless a new postmaster made a new one meanwhile.
+fn unhide(hidden: &PathBuf, real: &PathBuf) -> Result<()> {
+    if real.exists() {
+        std::fs::remove_file(hidden).or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+    } else if hidden.exists() {
+        std::fs::rename(hidden, real)
+    } else {
+        Ok(())
+    }
+    .with_context(|| format!("put {} back", real.display()))
 }
 
 impl Target for LocalTarget {
@@ -166,6 +216,10 @@ impl Target for LocalTarget {
 
     async fn etcd_get(&self, key: &str) -> Result<Option<String>> {
         self.etcd.try_get(key).await
+    }
+
+    async fn etcd_put(&self, key: &str, value: &str) -> Result<()> {
+        self.etcd.try_put(key, value).await
     }
 
     async fn kill_node(&mut self, i: usize) -> Result<()> {
@@ -249,9 +303,59 @@ impl Target for LocalTarget {
         self.check_index(i)?;
         for p in &self.proxies[i] {
             p.heal();
+            p.set_latency(Duration::ZERO);
         }
         self.cut.remove(&i);
         Ok(())
+    }
+
+    async fn slow_dcs(&mut self, i: usize, latency: Duration) -> Result<()> {
+        self.check_index(i)?;
+        for p in &self.proxies[i] {
+            p.set_latency(latency);
+        }
+        // heal_all restores the link (no cut, no delay).
+        self.cut.insert(i);
+        Ok(())
+    }
+
+    async fn stall_receiver(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        let pid = self.pg(i).walreceiver_pid(QUERY).await?;
+        if !proc_comm(pid).is_some_and(|c| c.starts_with("postgres")) {
+            bail!("pid {pid} (the WAL receiver of node {i}) is not a postgres process");
+        }
+        if !signal(pid, Signal::SIGSTOP) {
+            bail!("cannot SIGSTOP the WAL receiver {pid} of node {i}");
+        }
+        self.stalled.insert(i, pid);
+        Ok(())
+    }
+
+    async fn resume_receiver(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        if let Some(pid) = self.stalled.remove(&i) {
+            resume_postgres_pid(pid);
+        }
+        Ok(())
+    }
+
+    async fn break_probe(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        let real = self.socket(i);
+        let hidden = PathBuf::from(format!("{}.chaos-hidden", real.display()));
+        std::fs::rename(&real, &hidden).with_context(|| format!("hide {}", real.display()))?;
+        self.hidden.insert(i, (hidden, real));
+        self.pg(i).terminate(AGENT_APP, QUERY).await?;
+        Ok(())
+    }
+
+    async fn mend_probe(&mut self, i: usize) -> Result<()> {
+        self.check_index(i)?;
+        match self.hidden.remove(&i) {
+            Some((hidden, real)) => unhide(&hidden, &real),
+            None => Ok(()),
+        }
     }
 
     async fn lose_quorum(&mut self, seed: u64) -> Result<String> {
@@ -281,9 +385,18 @@ impl Target for LocalTarget {
     async fn heal_all(&mut self) {
         self.etcd.resume_all();
         self.paused_etcd.clear();
+        for (_, pid) in std::mem::take(&mut self.stalled) {
+            resume_postgres_pid(pid);
+        }
+        for (_, (hidden, real)) in std::mem::take(&mut self.hidden) {
+            if let Err(e) = unhide(&hidden, &real) {
+                eprintln!("chaos: {e:#}");
+            }
+        }
         for i in std::mem::take(&mut self.cut) {
             for p in &self.proxies[i] {
                 p.heal();
+                p.set_latency(Duration::ZERO);
             }
         }
         for i in std::mem::take(&mut self.frozen) {
@@ -304,10 +417,17 @@ impl Drop for LocalTarget {
         for per_node in &self.proxies {
             for p in per_node {
                 p.heal();
+                p.set_latency(Duration::ZERO);
             }
         }
         for i in &self.frozen {
             self.cluster.node(*i).resume_agent();
+        }
+        for pid in self.stalled.values() {
+            resume_postgres_pid(*pid);
+        }
+        for (hidden, real) in self.hidden.values() {
+            let _ = unhide(hidden, real);
         }
     }
 }

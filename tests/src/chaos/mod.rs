@@ -67,11 +67,15 @@ pub enum Scenario {
     Switchover,
     LaggingReplica,
     RollingRestart,
+    StalledSync,
+    ConfigEditUnderPause,
+    FenceProbeFailing,
+    SlowEtcd,
 }
 
 impl Scenario {
     /// Every scenario, in the order `all` runs them.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::PrimaryCrash,
         Scenario::PostgresCrash,
         Scenario::AgentFreeze,
@@ -81,6 +85,10 @@ impl Scenario {
         Scenario::Switchover,
         Scenario::LaggingReplica,
         Scenario::RollingRestart,
+        Scenario::StalledSync,
+        Scenario::ConfigEditUnderPause,
+        Scenario::FenceProbeFailing,
+        Scenario::SlowEtcd,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +102,10 @@ impl Scenario {
             Scenario::Switchover => "switchover",
             Scenario::LaggingReplica => "lagging-replica",
             Scenario::RollingRestart => "rolling-restart",
+            Scenario::StalledSync => "stalled-sync",
+            Scenario::ConfigEditUnderPause => "config-edit-under-pause",
+            Scenario::FenceProbeFailing => "fence-probe-failing",
+            Scenario::SlowEtcd => "slow-etcd",
         }
     }
 
@@ -117,6 +129,18 @@ impl Scenario {
                 "one replica stopped, the other replaying nothing, > maximum_lag_on_failover written, primary killed: the lagging replica must not be promoted"
             }
             Scenario::RollingRestart => "restart every node in turn (replicas first, SIGTERM then start)",
+            Scenario::StalledSync => {
+                "one replica's WAL receiver SIGSTOPped, then the (synchronous) standby and the primary killed: the stalled replica never enters the sync key behind, nor takes over in synchronous mode"
+            }
+            Scenario::ConfigEditUnderPause => {
+                "paused cluster, the config key rewritten in Patroni's value forms plus one invalid field, the primary's postmaster killed: nobody promotes, nobody restarts it for 3 x ttl"
+            }
+            Scenario::FenceProbeFailing => {
+                "the primary's agent cannot probe its postgres, then is SIGSTOPped for longer than ttl: the fence still stops the old primary before its lease expires"
+            }
+            Scenario::SlowEtcd => {
+                "the primary's etcd link slowed (each call well under retry_timeout) for 3 x ttl: no failover, no demotion, no fence, writes go on"
+            }
         }
     }
 
@@ -133,6 +157,7 @@ impl Scenario {
                 | Scenario::ReplicaCrash
                 | Scenario::Switchover
                 | Scenario::RollingRestart
+                | Scenario::SlowEtcd
         )
     }
 }

@@ -77,6 +77,33 @@ impl Pg {
     }
 }
 
+impl Pg {
+    /// The pid of this replica's WAL receiver (`pg_stat_wal_receiver.pid`), in
+    /// the server's own pid namespace.
+    pub async fn walreceiver_pid(&self, timeout: Duration) -> Result<i32> {
+        self.query("SELECT pid FROM pg_stat_wal_receiver", timeout)
+            .await?
+            .first()
+            .and_then(|r| r.try_get::<_, Option<i32>>(0).ok().flatten())
+            .ok_or_else(|| anyhow!("{}: no WAL receiver running", self.addr()))
+    }
+
+    /// Terminate the backends of the connections named `application_name`;
+    /// returns how many.
+    pub async fn terminate(&self, application_name: &str, timeout: Duration) -> Result<i64> {
+        let sql = format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = '{}' AND pid <> pg_backend_pid()",
+            application_name.replace('\'', "''")
+        );
+        self.query(&sql, timeout)
+            .await?
+            .first()
+            .and_then(|r| r.try_get::<_, i64>(0).ok())
+            .ok_or_else(|| anyhow!("{}: no answer to {sql}", self.addr()))
+    }
+}
+
 /// `X/Y` (PostgreSQL's text form of an LSN) as a byte position.
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (hi, lo) = text.split_once('/')?;

@@ -60,6 +60,8 @@ pub trait Target {
     fn keep(&mut self);
 
     async fn etcd_get(&self, key: &str) -> Result<Option<String>>;
+    /// Write `key` straight into etcd, as `patronictl edit-config` does.
+    async fn etcd_put(&self, key: &str, value: &str) -> Result<()>;
 
     /// SIGKILL the node: agent and postgres (a machine crash).
     async fn kill_node(&mut self, i: usize) -> Result<()>;
@@ -73,8 +75,22 @@ pub trait Target {
     async fn freeze_agent(&mut self, i: usize) -> Result<()>;
     async fn thaw_agent(&mut self, i: usize) -> Result<()>;
     /// Cut / restore the node's traffic to etcd; clients still reach it.
+    /// `heal_dcs` also undoes [`Target::slow_dcs`].
     async fn cut_dcs(&mut self, i: usize) -> Result<()>;
     async fn heal_dcs(&mut self, i: usize) -> Result<()>;
+    /// Delay the node's etcd traffic by `latency` in each direction (a call
+    /// takes about twice that longer); the link keeps working.
+    async fn slow_dcs(&mut self, i: usize, latency: Duration) -> Result<()>;
+    /// SIGSTOP / SIGCONT the WAL receiver of node `i` (a stalled replica: the
+    /// primary's walsender still says `streaming`); the process is the one
+    /// `pg_stat_wal_receiver.pid` names.
+    async fn stall_receiver(&mut self, i: usize) -> Result<()>;
+    async fn resume_receiver(&mut self, i: usize) -> Result<()>;
+    /// Make node `i`'s agent fail to probe its own postgres (the unix socket
+    /// it connects through is hidden, its connections terminated), while
+    /// clients over TCP, the sampler among them, still get through; and undo it.
+    async fn break_probe(&mut self, i: usize) -> Result<()>;
+    async fn mend_probe(&mut self, i: usize) -> Result<()>;
     /// Take away / give back a majority of the etcd members (`seed` picks
     /// which member survives).
     async fn lose_quorum(&mut self, seed: u64) -> Result<String>;
