@@ -20,7 +20,9 @@ use serde::Serialize;
 use crate::dcs::model::{Cluster, Failover};
 use crate::postgres::ControlState;
 
-pub use manual::{parse_timestamp, Request};
+pub use manual::{
+    candidate_eligibility, parse_timestamp, Ineligible, Operation, Request, TakeoverBar,
+};
 pub use reason::Reason;
 pub use sync::Walsender;
 
