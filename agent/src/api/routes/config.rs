@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use crate::api::control::{body_object, control, read_cluster};
+use crate::api::control::{body_object, control, read_cluster, Control};
 use crate::api::error::{refuse, Answer, ApiError};
 use crate::api::ApiState;
 use crate::config::DynamicConfig;
@@ -54,16 +54,13 @@ pub(in crate::api) async fn patch_config_route(
                 format!("invalid configuration: {e}"),
             )
         })?;
-        match c.etcd.set_config(&value, Some(cfg.mod_revision)).await {
-            Ok(true) => {}
-            Ok(false) => return Err(concurrent_change()),
-            Err(e) => {
-                return Err(refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot write the configuration: {e}"),
-                ))
-            }
-        }
+        write_config(
+            c,
+            &value,
+            Some(cfg.mod_revision),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+        .await?;
     }
     c.wake.notify_one();
     Ok((StatusCode::OK, Json(Value::Object(data))).into_response())
@@ -85,26 +82,31 @@ pub(in crate::api) async fn put_config_route(
     let cluster = read_cluster(c).await?;
     let rev = cluster.config.as_ref().map(|c| c.mod_revision);
     if cluster.config.as_ref().map(|c| &c.raw) != Some(&new) {
-        match c.etcd.set_config(&new, rev).await {
-            Ok(true) => {}
-            Ok(false) => return Err(concurrent_change()),
-            Err(e) => {
-                return Err(refuse(
-                    StatusCode::BAD_GATEWAY,
-                    format!("cannot write the configuration: {e}"),
-                ))
-            }
-        }
+        write_config(c, &new, rev, StatusCode::BAD_GATEWAY).await?;
     }
     c.wake.notify_one();
     Ok((StatusCode::OK, Json(new)).into_response())
 }
 
-fn concurrent_change() -> ApiError {
-    refuse(
-        StatusCode::CONFLICT,
-        "the configuration was changed concurrently; retry",
-    )
+/// Write the configuration if its key is still at `rev`; a failed write
+/// answers with `failed` (today 503 for `PATCH`, 502 for `PUT`).
+async fn write_config(
+    c: &Control,
+    value: &Value,
+    rev: Option<i64>,
+    failed: StatusCode,
+) -> Result<(), ApiError> {
+    match c.etcd.set_config(value, rev).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(refuse(
+            StatusCode::CONFLICT,
+            "the configuration was changed concurrently; retry",
+        )),
+        Err(e) => Err(refuse(
+            failed,
+            format!("cannot write the configuration: {e}"),
+        )),
+    }
 }
 
 /// Merge `patch` into `target` like Patroni's `patch_config`: objects merge
