@@ -1406,6 +1406,7 @@ impl Agent {
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
             cluster,
             scheduled_restart,
+            local_conn: Some(self.pg.s.local_conn(&self.dynamic_params)),
             pending_restart_reason: data.pending_restart_reason.clone(),
             config_warnings: self.config_notes.iter().map(|n| n.to_string()).collect(),
         };

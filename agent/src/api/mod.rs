@@ -21,8 +21,10 @@
 //!
 //! The control routes (all but `GET` above) are the exception to the rule: they
 //! read and write etcd (with timeouts) and hand requests to the HA loop
-//! (`control.rs`); they never touch postgres. `auth.rs` guards them with Basic
-//! auth; `error.rs` is the one error type every handler answers with.
+//! (`control.rs`); they never touch postgres. `GET /patroni` is the other
+//! exception: it reads the WAL position live, bounded by a timeout (see
+//! `routes/node.rs`). `auth.rs` guards the control routes with Basic auth;
+//! `error.rs` is the one error type every handler answers with.
 
 use std::future::Future;
 use std::sync::Arc;
