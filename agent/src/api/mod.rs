@@ -7,43 +7,49 @@
 //! sends: HAProxy must keep getting an answer in milliseconds while postgres or
 //! etcd hang.
 //!
-//! One file per route group:
+//! One file per route family in `routes/`:
 //!
 //! - `health.rs`: `/primary`, `/replica`, `/read-only`, ... (`GET`, `HEAD`, `OPTIONS`),
 //!   `/liveness`, `/readiness`.
 //! - `node.rs`: `/patroni`.
-//! - `cluster.rs`: `/cluster`, `/history`, `/config`.
+//! - `cluster.rs`: `/cluster`, `/history`.
 //! - `metrics.rs`: `/metrics` (Prometheus text).
-//! - `control.rs`: the actions (`/switchover`, `/failover`, `/restart`, `/reload`,
-//!   `/reinitialize`, `PATCH|PUT /config`) and Basic auth on unsafe methods. These
-//!   are the exception to the rule above: they read and write etcd (with
-//!   timeouts) and hand requests to the HA loop; they never touch postgres.
+//! - `config.rs`: `GET|PATCH|PUT /config`.
+//! - `switchover.rs`: `POST|DELETE /switchover`, `POST /failover`.
+//! - `restart.rs`: `POST|DELETE /restart`.
+//! - `reinit_reload.rs`: `POST /reload`, `POST /reinitialize`.
+//!
+//! The control routes (all but `GET` above) are the exception to the rule: they
+//! read and write etcd (with timeouts) and hand requests to the HA loop
+//! (`control.rs`); they never touch postgres. `GET /patroni` is the other
+//! exception: it reads the WAL position live, bounded by a timeout (see
+//! `routes/node.rs`). `auth.rs` guards the control routes with Basic auth;
+//! `error.rs` is the one error type every handler answers with.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::Uri;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Router;
 use tokio::sync::watch;
 
 use crate::status::NodeStatus;
 
-mod cluster;
-pub mod control;
-mod health;
-mod metrics;
-mod node;
+mod auth;
+mod control;
+mod error;
+mod routes;
 #[cfg(test)]
 mod tests;
 
-pub use cluster::cluster_as_json;
 pub use control::{Control, RequestMsg, ScheduledRestart};
-pub use health::parse_lag;
+pub use error::ApiError;
+pub use routes::cluster::cluster_as_json;
+pub use routes::health::parse_lag;
+use routes::{cluster, config, health, metrics, node, reinit_reload, restart, switchover};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -87,28 +93,28 @@ pub fn router(state: ApiState) -> Router {
         .route("/history", get(cluster::get_history))
         .route(
             "/config",
-            get(cluster::get_config)
-                .patch(control::patch_config_route)
-                .put(control::put_config_route),
+            get(config::get_config)
+                .patch(config::patch_config_route)
+                .put(config::put_config_route),
         )
         .route(
             "/switchover",
-            post(control::post_switchover).delete(control::delete_switchover),
+            post(switchover::post_switchover).delete(switchover::delete_switchover),
         )
-        .route("/failover", post(control::post_failover))
+        .route("/failover", post(switchover::post_failover))
         .route(
             "/restart",
-            post(control::post_restart).delete(control::delete_restart),
+            post(restart::post_restart).delete(restart::delete_restart),
         )
-        .route("/reload", post(control::post_reload))
-        .route("/reinitialize", post(control::post_reinitialize))
+        .route("/reload", post(reinit_reload::post_reload))
+        .route("/reinitialize", post(reinit_reload::post_reinitialize))
         .route("/metrics", get(metrics::get_metrics))
         // applies to the routes above, so it must come after them
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            control::auth_layer,
+            auth::auth_layer,
         ))
         .with_state(state)
 }
@@ -123,41 +129,6 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// Every error the API answers with: a status code and `{"error": "..."}`.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("method not allowed")]
-    MethodNotAllowed,
-    #[error("bad request: {0}")]
-    BadRequest(String),
-    /// The answer depends on state the agent does not have yet (etcd not read).
-    #[error("{0}")]
-    Unavailable(String),
-    /// Like Patroni's `/config` when the cluster has no configuration key.
-    #[error("{0}")]
-    BadGateway(String),
-}
-
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status(), Json(json!({"error": self.to_string()}))).into_response()
-    }
 }
 
 async fn not_found(uri: Uri) -> ApiError {

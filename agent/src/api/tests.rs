@@ -725,14 +725,14 @@ async fn metrics() {
 
     let mut s = replica();
     s.name = "we\"ird".into();
-    let text = crate::api::metrics::render(&s);
+    let text = crate::api::routes::metrics::render(&s);
     assert!(text.contains("patroni_replica{scope=\"demo\",name=\"we\\\"ird\"} 1"));
     assert!(text.contains("patroni_postgres_streaming{scope=\"demo\",name=\"we\\\"ird\"} 1"));
     assert!(text.contains(&format!(
         "patroni_xlog_replayed_location{{scope=\"demo\",name=\"we\\\"ird\"}} {}",
         99 * MB
     )));
-    let text = crate::api::metrics::render(&stopped());
+    let text = crate::api::routes::metrics::render(&stopped());
     assert!(text.contains("patroni_postgres_running{scope=\"demo\",name=\"node3\"} 0"));
     assert!(text.contains("patroni_cluster_unlocked{scope=\"demo\",name=\"node3\"} 1"));
 }

@@ -31,7 +31,9 @@ mod view;
 use crate::dcs::model::{Cluster, Failover};
 use crate::postgres::ControlState;
 
-pub use manual::{parse_timestamp, Request};
+pub use manual::{
+    candidate_eligibility, parse_timestamp, Ineligible, Operation, Request, TakeoverBar,
+};
 pub use reason::Reason;
 pub use sync::Walsender;
 

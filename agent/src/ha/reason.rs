@@ -2,7 +2,7 @@
 //! in plain words (Patroni's wording where Patroni has one), logged when it
 //! changes, shown in `/patroni` and `agentctl list`.
 
-use super::{LongKind, NotHealthiest};
+use super::{LongKind, NotHealthiest, Operation};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reason {
@@ -72,12 +72,12 @@ pub enum Reason {
     LeaderWithLock(String),
     FailoverRefused(String),
     AwaitingScheduled {
-        action: String,
+        action: Operation,
         at: String,
         me: String,
     },
     DemotingForSwitchover {
-        action: String,
+        action: Operation,
         candidate: String,
     },
     Reinitializing {

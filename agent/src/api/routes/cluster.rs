@@ -1,15 +1,17 @@
-//! `/cluster`, `/history` and `/config`: the cluster as this node last read it
-//! from etcd, in Patroni's formats.
+//! `/cluster` and `/history`: the cluster as this node last read it from etcd,
+//! in Patroni's formats.
 
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::{ApiError, ApiState};
+use crate::api::{ApiError, ApiState};
 use crate::dcs::model::{format_lsn, Cluster};
 
 /// `GET /cluster`: the topology, as `patronictl list` and dashboards read it.
-pub(super) async fn get_cluster(State(api): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub(in crate::api) async fn get_cluster(
+    State(api): State<ApiState>,
+) -> Result<Json<Value>, ApiError> {
     let st = api.snapshot();
     let cluster = st.cluster.as_ref().ok_or_else(|| {
         ApiError::Unavailable("cluster state unknown: etcd has not been read yet".into())
@@ -22,7 +24,7 @@ pub(super) async fn get_cluster(State(api): State<ApiState>) -> Result<Json<Valu
 }
 
 /// `GET /history`: `[[timeline, lsn, reason, timestamp, new_leader], ...]`.
-pub(super) async fn get_history(State(api): State<ApiState>) -> Json<Value> {
+pub(in crate::api) async fn get_history(State(api): State<ApiState>) -> Json<Value> {
     let st = api.snapshot();
     Json(
         st.cluster
@@ -30,19 +32,6 @@ pub(super) async fn get_history(State(api): State<ApiState>) -> Json<Value> {
             .map(|c| c.history.to_json())
             .unwrap_or_else(|| json!([])),
     )
-}
-
-/// `GET /config`: the dynamic configuration exactly as stored in etcd.
-pub(super) async fn get_config(State(api): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let st = api.snapshot();
-    match st.cluster.as_ref().and_then(|c| c.config.as_ref()) {
-        Some(config) if config.raw.is_object() => Ok(Json(config.raw.clone())),
-        // a garbled key reads as an empty configuration, as in Patroni
-        Some(_) => Ok(Json(json!({}))),
-        None => Err(ApiError::BadGateway(
-            "no cluster configuration known".into(),
-        )),
-    }
 }
 
 /// The cluster in the shape of Patroni's `cluster_as_json`: members sorted by

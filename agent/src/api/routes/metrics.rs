@@ -9,11 +9,11 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use chrono::{DateTime, FixedOffset};
 
-use super::ApiState;
+use crate::api::ApiState;
 use crate::dcs::model::MemberData;
 use crate::status::{NodeStatus, Xlog, VERSION};
 
-pub(super) async fn get_metrics(State(api): State<ApiState>) -> impl IntoResponse {
+pub(in crate::api) async fn get_metrics(State(api): State<ApiState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

@@ -14,7 +14,7 @@ use axum::routing::{get, MethodRouter};
 use axum::Json;
 use serde_json::Value;
 
-use super::{ApiState, Params};
+use crate::api::{ApiState, Params};
 use crate::status::{NodeStatus, Xlog};
 
 /// Which question a health path asks.
@@ -75,7 +75,7 @@ fn code(ok: bool) -> StatusCode {
 }
 
 /// `GET` with the status JSON, `HEAD` and `OPTIONS` with the code only.
-pub(super) fn route(check: Check) -> MethodRouter<ApiState> {
+pub(in crate::api) fn route(check: Check) -> MethodRouter<ApiState> {
     let code_only = move |State(api): State<ApiState>, params: Params| async move {
         code(passes(check, &api.snapshot(), &params))
     };
@@ -89,12 +89,12 @@ pub(super) fn route(check: Check) -> MethodRouter<ApiState> {
     .options(code_only)
 }
 
-pub(super) fn liveness_route() -> MethodRouter<ApiState> {
+pub(in crate::api) fn liveness_route() -> MethodRouter<ApiState> {
     let h = |State(api): State<ApiState>| async move { code(live(&api.snapshot())) };
     get(h).head(h).options(h)
 }
 
-pub(super) fn readiness_route() -> MethodRouter<ApiState> {
+pub(in crate::api) fn readiness_route() -> MethodRouter<ApiState> {
     let h = |State(api): State<ApiState>, params: Params| async move {
         code(ready(&api.snapshot(), &params))
     };

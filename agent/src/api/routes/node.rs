@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::ApiState;
+use crate::api::ApiState;
 
 /// How long `/patroni` may spend on the live query.
 const LIVE_TIMEOUT: Duration = Duration::from_millis(700);
@@ -24,7 +24,7 @@ const LIVE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(),
   pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint,
   CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END";
 
-pub(super) async fn get_patroni(State(api): State<ApiState>) -> Json<Value> {
+pub(in crate::api) async fn get_patroni(State(api): State<ApiState>) -> Json<Value> {
     let st = api.snapshot();
     let mut body = st.patroni_json();
     if st.is_running() {
