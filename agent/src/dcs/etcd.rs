@@ -220,23 +220,6 @@ impl Etcd {
         }
     }
 
-    /// Forget the lease without revoking it (it expires on its own).
-    pub fn drop_lease(&mut self) {
-        self.lease = 0;
-    }
-
-    /// Revoke our lease: deletes `leader` (if ours) and our member key at once.
-    pub async fn revoke_lease(&mut self) -> Result<()> {
-        if self.lease == 0 {
-            return Ok(());
-        }
-        let mut c = self.client.clone();
-        let id = self.lease;
-        self.timed(c.lease_revoke(id)).await?;
-        self.lease = 0;
-        Ok(())
-    }
-
     /// Read every key of the cluster in one request (retried on transient errors
     /// until the timeout is used up).
     pub async fn read_cluster(&self) -> Result<Cluster> {
@@ -423,11 +406,6 @@ impl Etcd {
         self.put(keys::HISTORY, history.to_json_string()).await
     }
 
-    /// Compare-and-set the `failover` key (`None`: create if absent).
-    pub async fn set_failover(&self, json: String, mod_revision: Option<i64>) -> Result<bool> {
-        self.put_cas(keys::FAILOVER, json, mod_revision).await
-    }
-
     /// Compare-and-set the `sync` key: `leader` is us, `standbys` the synchronous ones
     /// (`None`: create if absent).
     pub async fn write_sync(&self, standbys: &[String], mod_revision: Option<i64>) -> Result<bool> {
@@ -463,14 +441,6 @@ impl Etcd {
     pub async fn clear_failover(&self, mod_revision: i64) -> Result<bool> {
         self.put_cas(keys::FAILOVER, "{}".to_string(), Some(mod_revision))
             .await
-    }
-
-    /// Delete a member key (agentctl remove of a dead member).
-    pub async fn delete_member(&self, name: &str) -> Result<()> {
-        let mut c = self.client.clone();
-        self.timed(c.delete(self.key(&format!("{}{}", keys::MEMBERS, name)), None))
-            .await?;
-        Ok(())
     }
 
     /// Delete every key of the cluster.
