@@ -73,6 +73,8 @@ fn nasty_string() -> impl Strategy<Value = String> {
         Just("9999-12-31T23:59:59+00:00".to_string()),
         Just("0001-01-01T00:00:00-23:59".to_string()),
         Just("quorum".to_string()),
+        Just("4000000000.1".to_string()),
+        Just("99999999999999999999.9.9".to_string()),
         Just(String::new()),
         Just("a\nb\u{0}".to_string()),
         "[a-z_]{1,12}",

@@ -408,16 +408,9 @@ pub fn pg_version_to_int(v: &str) -> Result<u64, super::CtlError> {
             "Invalid PostgreSQL version format: X.Y or X.Y.Z is accepted: {v}"
         ))
     };
-    let parts: Vec<u64> = v
-        .trim()
-        .split('.')
-        .map(|p| p.parse::<u64>().map_err(|_| bad()))
-        .collect::<Result<_, _>>()?;
-    match parts.as_slice() {
-        [major, minor] => Ok(major * 10000 + minor),
-        [a, b, c] => Ok(a * 10000 + b * 100 + c),
-        _ => Err(bad()),
-    }
+    crate::postgres::version_num(v)
+        .map(u64::from)
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]

@@ -232,6 +232,25 @@ impl PgCtl {
     }
 }
 
+/// A PostgreSQL version as `server_version_num`, read as Patroni's
+/// `postgres_version_to_int`: `X.Y` for 10 and later (`15.2` -> 150002), `X.Y.Z`
+/// (`9.6.24` -> 90624). Anything else, or a number too big, is `None`.
+pub fn version_num(v: &str) -> Option<u32> {
+    let parts: Vec<u32> = v
+        .trim()
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let (a, b, c) = match parts.as_slice() {
+        [major, minor] if *major >= 10 => (*major, 0, *minor),
+        [a, b, c] => (*a, *b, *c),
+        _ => return None,
+    };
+    a.checked_mul(10_000)?
+        .checked_add(b.checked_mul(100)?)?
+        .checked_add(c)
+}
+
 pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }

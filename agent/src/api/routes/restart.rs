@@ -42,7 +42,7 @@ pub(in crate::api) async fn post_restart(
                     )
                 }
             },
-            "postgres_version" => match v.as_str().and_then(postgres_version_to_int) {
+            "postgres_version" => match v.as_str().and_then(crate::postgres::version_num) {
                 Some(n) => below_version = Some(n),
                 None => return bad(format!("{v} is not a valid PostgreSQL version")),
             },
@@ -123,30 +123,16 @@ pub(in crate::api) async fn delete_restart(State(state): State<ApiState>) -> Ans
     }
 }
 
-/// `18.1` or `9.6.24` -> server_version_num (180001, 90624).
-fn postgres_version_to_int(v: &str) -> Option<u32> {
-    let parts: Vec<u32> = v
-        .trim()
-        .split('.')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    match parts.as_slice() {
-        [major, minor] if *major >= 10 => Some(major * 10000 + minor),
-        [major] if *major >= 10 => Some(major * 10000),
-        [a, b, c] if *a < 10 => Some(a * 10000 + b * 100 + c),
-        [a, b] if *a < 10 => Some(a * 10000 + b * 100),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn versions() {
-        assert_eq!(postgres_version_to_int("15.2"), Some(150002));
-        assert_eq!(postgres_version_to_int("9.6.24"), Some(90624));
-        assert_eq!(postgres_version_to_int("x"), None);
+        use crate::postgres::version_num;
+        assert_eq!(version_num("15.2"), Some(150002));
+        assert_eq!(version_num("9.6.24"), Some(90624));
+        assert_eq!(version_num("x"), None);
+        assert_eq!(version_num("9.6"), None, "X.Y only from 10 on, as Patroni");
+        assert_eq!(version_num("4000000000.1"), None, "too big, no overflow");
+        assert_eq!(version_num("1.1.4294967295"), None);
     }
 }
