@@ -201,23 +201,17 @@ impl Agent {
             self.last_role = "uninitialized".into();
         }
 
-        // peers: only when nobody holds the key and we could race for it
+        // peers: only when the decision may need them (ha::race::wants_peers)
         let peers = match &cluster {
-            Some(c)
-                if (c.leader.is_none() && !self.settings.nofailover || c.failover.is_some())
-                    && pg.accepting
-                    && self.long.is_none() =>
-            {
-                Some(
-                    crate::peers::fetch_all(
-                        &self.http,
-                        &c.members,
-                        &self.cfg.name,
-                        Duration::from_secs(2),
-                    )
-                    .await,
+            Some(c) if ha::wants_peers(c, &self.settings, &pg, self.long.is_some()) => Some(
+                crate::peers::fetch_all(
+                    &self.http,
+                    &c.members,
+                    &self.cfg.name,
+                    Duration::from_secs(2),
                 )
-            }
+                .await,
+            ),
             _ => None,
         };
 

@@ -39,7 +39,7 @@ pub use sync::Walsender;
 
 pub use action::*;
 use race::*;
-pub use race::{healthiest, NotHealthiest};
+pub use race::{healthiest, wants_peers, NotHealthiest};
 use rejoin::*;
 pub use slots::permanent_slots;
 use slots::*;

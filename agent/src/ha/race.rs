@@ -6,6 +6,15 @@
 
 use super::*;
 
+/// Ask the other members for their status (`GET /patroni`) this cycle? Only when
+/// a race or a hand-over may be decided: nobody holds the key and we may take
+/// over, or a `failover` key asks for a switchover; postgres answers; and no
+/// long action is running (the decision would not race then anyway).
+pub fn wants_peers(cluster: &Cluster, s: &Settings, pg: &PgView, long_running: bool) -> bool {
+    let race = cluster.leader.is_none() && !s.nofailover;
+    (race || cluster.failover.is_some()) && pg.accepting && !long_running
+}
+
 /// Nobody holds the leader key: take it if we are the healthiest, else follow.
 pub(super) fn decide_unlocked(
     obs: &Observation,

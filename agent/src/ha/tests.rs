@@ -695,3 +695,31 @@ fn reasons_read_as_patroni_words() {
         "not the healthiest node, not racing for the leader key: n2 is ahead of me"
     );
 }
+
+#[test]
+fn peers_are_asked_only_when_a_race_or_hand_over_may_be_decided() {
+    use super::wants_peers;
+    let free = cluster();
+    let led = cluster().leader("n2", 7);
+    let handing_over = cluster().leader("n2", 7).failover(Some("n2"), Some("n1"));
+    let up = pg_replica(4 * SEG, 4 * SEG, 1);
+    let down = pg_stopped();
+    let s = settings();
+    let nofailover = Settings {
+        nofailover: true,
+        ..settings()
+    };
+    // (cluster, settings, postgres, long action running) -> ask?
+    let rows: &[(&Cluster, &Settings, &super::PgView, bool, bool)] = &[
+        (&free, &s, &up, false, true),
+        (&free, &nofailover, &up, false, false),
+        (&free, &s, &down, false, false),
+        (&free, &s, &up, true, false),
+        (&led, &s, &up, false, false),
+        (&handing_over, &s, &up, false, true),
+        (&handing_over, &nofailover, &up, false, true),
+    ];
+    for (i, (c, st, pg, long, want)) in rows.iter().enumerate() {
+        assert_eq!(wants_peers(c, st, pg, *long), *want, "row {i}");
+    }
+}
