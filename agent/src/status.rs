@@ -14,6 +14,47 @@ use crate::dcs::model::Cluster;
 /// Agent version, reported as `patroni.version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The role postgres runs in, as `/patroni`, the member key and `/metrics` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+    /// No data directory yet (or it was removed).
+    Uninitialized,
+}
+
+impl Role {
+    /// Patroni's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::Uninitialized => "uninitialized",
+        }
+    }
+
+    /// The role a probe that answered shows.
+    pub fn of(in_recovery: bool) -> Role {
+        if in_recovery {
+            Role::Replica
+        } else {
+            Role::Primary
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Role {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// The WAL position part of `/patroni` (`xlog`), in Patroni's two shapes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -48,8 +89,7 @@ pub struct NodeStatus {
     /// Patroni's postgres state: `running`, `stopped`, `starting`, `crashed`,
     /// `initializing new cluster`, `creating replica`, `stopping`, `restarting`, ...
     pub state: String,
-    /// `primary`, `replica`, `uninitialized`, `demoted`.
-    pub role: String,
+    pub role: Role,
     pub server_version: Option<u32>,
     pub postmaster_start_time: Option<String>,
     pub timeline: Option<u32>,
@@ -98,7 +138,7 @@ impl NodeStatus {
             scope: scope.to_string(),
             name: name.to_string(),
             state: "stopped".into(),
-            role: "uninitialized".into(),
+            role: Role::Uninitialized,
             server_version: None,
             postmaster_start_time: None,
             timeline: None,

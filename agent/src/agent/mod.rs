@@ -34,7 +34,7 @@ use crate::ha::{
     StopMode,
 };
 use crate::postgres::{PgCtl, PgSettings, Probe, ProbeResult, ProcState};
-use crate::status::{NodeStatus, Xlog, VERSION};
+use crate::status::{NodeStatus, Role, Xlog, VERSION};
 
 mod execute;
 mod observe;
@@ -85,7 +85,7 @@ pub struct Agent {
     config_notes: Vec<crate::config::Note>,
     holds_lock: bool,
     last_reason: String,
-    last_role: String,
+    last_role: Role,
     dcs_last_seen: i64,
     last_probe: Option<ProbeResult>,
     last_status_optime: Option<u64>,
@@ -155,7 +155,7 @@ impl Agent {
             config_notes: Vec::new(),
             holds_lock: false,
             last_reason: String::new(),
-            last_role: "uninitialized".into(),
+            last_role: Role::Uninitialized,
             dcs_last_seen: 0,
             last_probe: None,
             last_status_optime: None,

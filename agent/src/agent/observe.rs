@@ -156,11 +156,7 @@ impl Agent {
                         },
                     );
                     pg = p.view(self.memory.timeline_seen);
-                    self.last_role = if p.in_recovery {
-                        "replica".into()
-                    } else {
-                        "primary".into()
-                    };
+                    self.last_role = Role::of(p.in_recovery);
                     self.last_probe = Some(p);
                 }
                 Err(e) => {
@@ -198,7 +194,7 @@ impl Agent {
             self.pg.data_dir_state().await
         };
         if matches!(data_dir, DataDir::Empty) {
-            self.last_role = "uninitialized".into();
+            self.last_role = Role::Uninitialized;
         }
 
         // peers: only when the decision may need them (ha::race::wants_peers)

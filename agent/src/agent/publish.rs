@@ -77,7 +77,7 @@ impl Agent {
                 self.cfg.restapi.connect_address
             )),
             state: Some(state.to_string()),
-            role: Some(self.last_role.clone()),
+            role: Some(self.last_role.to_string()),
             version: Some(VERSION.to_string()),
             tags: self.cfg.tags.to_json(),
             pause: self.dynamic.pause,
@@ -146,11 +146,9 @@ impl Agent {
                 }
             }
         });
-        let role = match &probe {
-            Some(p) if p.in_recovery => "replica".to_string(),
-            Some(_) => "primary".to_string(),
-            None => self.last_role.clone(),
-        };
+        let role = probe
+            .as_ref()
+            .map_or(self.last_role, |p| Role::of(p.in_recovery));
         let status = NodeStatus {
             scope: self.cfg.scope.clone(),
             name: self.cfg.name.clone(),

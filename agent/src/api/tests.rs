@@ -17,6 +17,7 @@ use crate::dcs::model::{Cluster, Status};
 use crate::dcs::model::{
     ClusterConfig, Failover, History, HistoryEntry, Leader, Member, SyncState,
 };
+use crate::status::Role;
 use crate::status::{NodeStatus, Xlog};
 
 const MB: u64 = 1024 * 1024;
@@ -99,7 +100,7 @@ fn cluster() -> Cluster {
 fn primary() -> NodeStatus {
     let mut s = NodeStatus::initial("demo", "node1");
     s.state = "running".into();
-    s.role = "primary".into();
+    s.role = Role::Primary;
     s.is_leader = true;
     s.cluster_unlocked = false;
     s.server_version = Some(150002);
@@ -118,7 +119,7 @@ fn primary() -> NodeStatus {
 fn replica() -> NodeStatus {
     let mut s = NodeStatus::initial("demo", "node2");
     s.state = "running".into();
-    s.role = "replica".into();
+    s.role = Role::Replica;
     s.cluster_unlocked = false;
     s.server_version = Some(150002);
     s.timeline = Some(2);
@@ -187,7 +188,7 @@ async fn primary_paths_answer_200_only_on_a_running_primary_with_the_lock() {
         s.state = "stopped".into();
         assert_eq!(code(s, path).await, 503, "{path} stopped");
         let mut s = primary();
-        s.role = "replica".into();
+        s.role = Role::Replica;
         assert_eq!(code(s, path).await, 503, "{path} still read-only");
         // nor is postgres being primary without the lock
         let mut s = primary();

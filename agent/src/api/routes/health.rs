@@ -15,7 +15,7 @@ use axum::Json;
 use serde_json::Value;
 
 use crate::api::{ApiState, Params};
-use crate::status::{NodeStatus, Xlog};
+use crate::status::{NodeStatus, Role, Xlog};
 
 /// Which question a health path asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,7 @@ pub(in crate::api) fn readiness_route() -> MethodRouter<ApiState> {
 pub(crate) fn passes(check: Check, st: &NodeStatus, params: &Params) -> bool {
     // Stricter than Patroni, which trusts the leader key alone: HAProxy must not
     // send writes to a leader whose postgres is down or still read-only.
-    let primary = st.is_leader && st.role == "primary" && st.is_running();
+    let primary = st.is_leader && st.role == Role::Primary && st.is_running();
     let replica = replica_ok(st, params);
     let ok = match check {
         // Paths about the leader ignore tag filters, as in Patroni.
@@ -139,7 +139,7 @@ fn replica_ok(st: &NodeStatus, params: &Params) -> bool {
     let state_ok = params
         .get("replication_state")
         .is_none_or(|want| st.replication_state.as_deref() == Some(want));
-    !st.noloadbalance && !lagging && st.role == "replica" && st.is_running() && state_ok
+    !st.noloadbalance && !lagging && st.role == Role::Replica && st.is_running() && state_ok
 }
 
 /// Every `?tag_<key>=<value>` must name a tag of this node with that value.
@@ -163,7 +163,7 @@ pub(crate) fn live(st: &NodeStatus) -> bool {
     if st.paused {
         return true;
     }
-    let primary = st.role == "primary" && st.is_running();
+    let primary = st.role == Role::Primary && st.is_running();
     let threshold = if primary { st.ttl } else { 2.0 * st.ttl };
     st.last_cycle.elapsed().as_secs_f64() < threshold
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, FixedOffset};
 
 use crate::api::ApiState;
 use crate::dcs::model::MemberData;
-use crate::status::{NodeStatus, Xlog, VERSION};
+use crate::status::{NodeStatus, Role, Xlog, VERSION};
 
 pub(in crate::api) async fn get_metrics(State(api): State<ApiState>) -> impl IntoResponse {
     (
@@ -81,7 +81,7 @@ pub(crate) fn render(st: &NodeStatus) -> String {
         "patroni_primary",
         "gauge",
         "1 if this node is the primary, else 0.",
-        &flag(st.role == "primary"),
+        &flag(st.role == Role::Primary),
     );
     m(
         "patroni_xlog_location",
@@ -99,7 +99,7 @@ pub(crate) fn render(st: &NodeStatus) -> String {
         "patroni_replica",
         "gauge",
         "1 if this node is a replica, else 0.",
-        &flag(st.role == "replica"),
+        &flag(st.role == Role::Replica),
     );
     m(
         "patroni_sync_standby",
