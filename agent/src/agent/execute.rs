@@ -93,44 +93,27 @@ impl Agent {
                 if stored == Some(*optime) && self.last_status_optime == Some(*optime) {
                     Ok(true)
                 } else {
-                    let status = Status {
-                        optime: Some(*optime),
-                        retain_slots: obs
-                            .cluster
-                            .as_ref()
-                            .map(|c| c.status.retain_slots.clone())
-                            .unwrap_or_default(),
-                        ..Default::default()
-                    };
-                    let r = e
-                        .write_status(&status)
-                        .await
-                        .map(|_| true)
-                        .map_err(Into::into);
+                    let retain = obs
+                        .cluster
+                        .as_ref()
+                        .map(|c| c.status.retain_slots.clone())
+                        .unwrap_or_default();
+                    let r = put_status(e, Some(*optime), retain).await;
                     if r.is_ok() {
                         self.last_status_optime = Some(*optime);
                     }
-                    r
+                    r.map(|_| true)
                 }
             }
             Action::WriteRetainSlots(slots) => {
                 let optime = self
                     .last_status_optime
                     .or_else(|| obs.cluster.as_ref().and_then(|c| c.status.optime));
-                let status = Status {
-                    optime,
-                    retain_slots: slots.clone(),
-                    ..Default::default()
-                };
-                let r = e
-                    .write_status(&status)
-                    .await
-                    .map(|_| true)
-                    .map_err(Into::into);
+                let r = put_status(e, optime, slots.clone()).await;
                 if r.is_ok() {
                     tracing::info!(?slots, "slots kept for members that are gone");
                 }
-                r
+                r.map(|_| true)
             }
             Action::UpdateHistory { timeline } => {
                 self.update_history(*timeline, obs).await.map(|_| true)
@@ -540,15 +523,20 @@ impl From<crate::dcs::etcd::DcsError> for ActionError {
 /// A leader that lets go of the key first publishes its final WAL position in
 /// `status` (Patroni does the same), keeping the slots it retains.
 pub(super) async fn write_final_optime(etcd: &Etcd, lsn: u64, retain_slots: Vec<String>) {
-    let status = Status {
-        optime: Some(lsn),
-        retain_slots,
-        ..Default::default()
-    };
-    match etcd.write_status(&status).await {
+    match put_status(etcd, Some(lsn), retain_slots).await {
         Ok(()) => tracing::info!(optime = lsn, "final WAL position written to status"),
         Err(e) => tracing::warn!("could not write the final WAL position: {e}"),
     }
+}
+
+/// Write the `status` key: the leader's WAL position and the slots it keeps.
+async fn put_status(etcd: &Etcd, optime: Option<u64>, retain_slots: Vec<String>) -> Result<()> {
+    let status = Status {
+        optime,
+        retain_slots,
+        ..Default::default()
+    };
+    etcd.write_status(&status).await.map_err(Into::into)
 }
 
 /// Wait until the member at `api_url` reports having received WAL up to `lsn`
