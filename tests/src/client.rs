@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 
 use crate::cluster::Node;
+use crate::pg::Pg;
 use crate::postgres::PostgresFixture;
 
 /// Connecting (TCP + authentication) must finish within this.
@@ -47,23 +48,7 @@ impl PgAddr for PostgresFixture {
 /// `postgres`, within [`CONNECT_TIMEOUT`]. The connection task is spawned on
 /// the current tokio runtime and ends when the client is dropped.
 pub async fn try_connect(node: &impl PgAddr) -> Result<Client> {
-    let port = node.pg_port();
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host("127.0.0.1")
-        .port(port)
-        .user("postgres")
-        .password("postgres")
-        .dbname("postgres")
-        .application_name("agent-tests")
-        .connect_timeout(CONNECT_TIMEOUT);
-    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, cfg.connect(NoTls))
-        .await
-        .map_err(|_| anyhow!("connect to 127.0.0.1:{port}: timed out after {CONNECT_TIMEOUT:?}"))?
-        .with_context(|| format!("connect to 127.0.0.1:{port}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    Pg::local(node.pg_port()).connect(CONNECT_TIMEOUT).await
 }
 
 /// Run one query (extended protocol, no parameters) and return its rows.

@@ -1,9 +1,17 @@
 //! A cluster of agent nodes sharing one etcd, each with its own Patroni-format
-//! config file, data directory, ports and log.
+//! config file, data directory, ports and log: the one fixture of the
+//! integration tests and of the chaos suite's local target.
 //!
-//! Rule: the fixture owns every agent it starts. Dropping it (also while a test
-//! panics) resumes, terminates, then kills the agents, and stops any postmaster
-//! still alive whose `postmaster.pid` lies in one of *our* data directories.
+//! The etcd comes in one of the [`EtcdMode`]s: one member of its own, or three
+//! members (one quorum, which a test can take away); either can be reached by
+//! every agent through its own cuttable, slowable [`TcpProxy`]
+//! ([`ClusterBuilder::proxied`]), to partition one node from etcd.
+//!
+//! Rule: the fixture owns every process it starts. Dropping it (also while a
+//! test panics) resumes etcd and heals the proxies (so a primary can hand its
+//! key over), resumes, terminates, then kills the agents, and stops any
+//! postmaster still alive whose `postmaster.pid` lies in one of *our* data
+//! directories.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -19,12 +27,14 @@ use serde_json::{json, Value};
 
 use crate::bins::{agent_binaries, pg_bin, require, PG_BIN_DIR};
 use crate::dirs::{make_shared_dir, sanitize_name, TestDir};
-use crate::etcd::EtcdFixture;
+use crate::etcd::{EtcdClient, EtcdFixture};
+use crate::etcd_cluster::EtcdCluster;
 use crate::ports::free_port;
 use crate::proc::{
     chown_to_postgres, command_as_postgres, kill_child, postgres_ids, postmaster_pid, signal,
     stop_postmaster, wait_child,
 };
+use crate::proxy::TcpProxy;
 
 /// How long the convenience waits ([`crate::wait_primary`], ...) wait by default.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -46,11 +56,22 @@ struct Settings {
     edits: Vec<ConfigEdit>,
 }
 
-/// Builder for [`ClusterFixture`]; defaults: 3 nodes, `ttl` 6, `loop_wait` 1,
-/// `retry_timeout` 2, agents started.
+/// Which etcd a [`ClusterFixture`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdMode {
+    /// One member of its own ([`ClusterFixture::etcd`]).
+    Single,
+    /// Three members, one quorum ([`ClusterFixture::etcd_members`]).
+    Three,
+}
+
+/// Builder for [`ClusterFixture`]; defaults: 3 nodes, one etcd member, no
+/// proxies, `ttl` 6, `loop_wait` 1, `retry_timeout` 2, agents started.
 pub struct ClusterBuilder {
     name: String,
     nodes: usize,
+    etcd: EtcdMode,
+    proxied: bool,
     settings: Settings,
     start_agents: bool,
     wait_timeout: Duration,
@@ -60,6 +81,20 @@ impl ClusterBuilder {
     /// Number of nodes (`node0` .. `node<n-1>`).
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
+        self
+    }
+
+    /// Which etcd to run (default [`EtcdMode::Single`]).
+    pub fn etcd(mut self, mode: EtcdMode) -> Self {
+        self.etcd = mode;
+        self
+    }
+
+    /// Route each node's etcd traffic through its own [`TcpProxy`] per etcd
+    /// member, so [`ClusterFixture::cut_dcs`] and [`ClusterFixture::slow_dcs`]
+    /// can partition or slow one node while the others reach etcd.
+    pub fn proxied(mut self) -> Self {
+        self.proxied = true;
         self
     }
 
@@ -108,8 +143,9 @@ impl ClusterBuilder {
         self
     }
 
-    /// Create the test directory, start etcd, write the node configs and (by
-    /// default) start the agents. Does not wait for the cluster to form.
+    /// Create the test directory, start etcd (and the proxies), write the
+    /// node configs and (by default) start the agents. Does not wait for the
+    /// cluster to form.
     pub async fn start(self) -> ClusterFixture {
         // Fail on missing programs before anything is started.
         require("etcd", "etcd-server");
@@ -123,16 +159,35 @@ impl ClusterBuilder {
         }
 
         let dir = TestDir::new(&self.name);
-        let etcd = EtcdFixture::start(&dir).await;
+        let etcd = match self.etcd {
+            EtcdMode::Single => Etcd::Single(EtcdFixture::start(&dir).await),
+            EtcdMode::Three => {
+                Etcd::Three(EtcdCluster::start(&dir.path().join("etcd-cluster"), 3).await)
+            }
+        };
         let mut cluster = ClusterFixture {
             nodes: Vec::new(),
+            proxies: Vec::new(),
             etcd,
             settings: self.settings,
             wait_timeout: self.wait_timeout,
             dir,
         };
         for _ in 0..self.nodes {
-            cluster.add_node();
+            let hosts = if self.proxied {
+                let mut mine = Vec::new();
+                for endpoint in cluster.etcd_endpoints() {
+                    mine.push(TcpProxy::start(&endpoint).await);
+                }
+                let hosts = mine.iter().map(|p| p.endpoint()).collect();
+                cluster.proxies.push(mine);
+                hosts
+            } else {
+                cluster.etcd_endpoints()
+            };
+            let i = cluster.nodes.len();
+            let node = Node::create(i, &cluster.settings, &hosts, &cluster.dir);
+            cluster.nodes.push(node);
         }
         if self.start_agents {
             cluster.start_all();
@@ -141,12 +196,21 @@ impl ClusterBuilder {
     }
 }
 
+/// The etcd of a cluster.
+enum Etcd {
+    Single(EtcdFixture),
+    Three(EtcdCluster),
+}
+
 /// N agent nodes plus their etcd, in one [`TestDir`].
 pub struct ClusterFixture {
-    // Field order is drop order: nodes, then etcd, then the directory (which
-    // prints log tails when the test failed, so everything is stopped by then).
+    // Field order is drop order: nodes, proxies, etcd, then the directory
+    // (which prints log tails when the test failed, so everything is stopped
+    // by then).
     nodes: Vec<Node>,
-    etcd: EtcdFixture,
+    /// Per node, one proxy per etcd member (empty unless proxied).
+    proxies: Vec<Vec<TcpProxy>>,
+    etcd: Etcd,
     settings: Settings,
     wait_timeout: Duration,
     dir: TestDir,
@@ -158,6 +222,8 @@ impl ClusterFixture {
         ClusterBuilder {
             name: name.to_string(),
             nodes: 3,
+            etcd: EtcdMode::Single,
+            proxied: false,
             settings: Settings {
                 scope: sanitize_name(name),
                 ttl: 6,
@@ -169,19 +235,6 @@ impl ClusterFixture {
             start_agents: true,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
         }
-    }
-
-    /// Three nodes with the defaults, agents started.
-    pub async fn start(name: &str) -> ClusterFixture {
-        Self::builder(name).start().await
-    }
-
-    /// Add `node<len>` (config written, agent not started); returns its index.
-    pub fn add_node(&mut self) -> usize {
-        let i = self.nodes.len();
-        let node = Node::create(i, &self.settings, &self.etcd.endpoint(), &self.dir);
-        self.nodes.push(node);
-        i
     }
 
     /// Start every node whose agent is not running.
@@ -240,19 +293,84 @@ impl ClusterFixture {
     /// The member name in `/service/<scope>/leader`, if any (`None` also when
     /// etcd cannot be asked).
     pub async fn leader(&self) -> Option<String> {
-        self.etcd
+        self.kv()
             .try_get(&format!("{}leader", self.prefix()))
             .await
             .ok()
             .flatten()
     }
 
-    pub fn etcd(&self) -> &EtcdFixture {
-        &self.etcd
+    /// The JSON value of this cluster's key `rel` (`config`, `members/node0`,
+    /// ...), `Null` when absent; panics when etcd cannot be asked or the value
+    /// is not JSON.
+    pub async fn key_json(&self, rel: &str) -> Value {
+        match self.kv().get(&format!("{}{rel}", self.prefix())).await {
+            Some(text) => serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{rel} is not JSON ({e}): {text}")),
+            None => Value::Null,
+        }
     }
 
-    pub fn etcd_mut(&mut self) -> &mut EtcdFixture {
-        &mut self.etcd
+    /// Keys in this cluster's etcd, through any member that answers.
+    pub fn kv(&self) -> EtcdClient {
+        match &self.etcd {
+            Etcd::Single(e) => e.client(),
+            Etcd::Three(c) => c.client(),
+        }
+    }
+
+    /// The etcd endpoints (`127.0.0.1:<port>`), not the proxies.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        match &self.etcd {
+            Etcd::Single(e) => vec![e.endpoint()],
+            Etcd::Three(c) => c.endpoints(),
+        }
+    }
+
+    /// The etcd of an [`EtcdMode::Single`] cluster (panics otherwise).
+    pub fn etcd(&self) -> &EtcdFixture {
+        match &self.etcd {
+            Etcd::Single(e) => e,
+            Etcd::Three(_) => panic!("this cluster runs EtcdMode::Three: use etcd_members()"),
+        }
+    }
+
+    /// The etcd members of an [`EtcdMode::Three`] cluster (panics otherwise).
+    pub fn etcd_members(&mut self) -> &mut EtcdCluster {
+        match &mut self.etcd {
+            Etcd::Three(c) => c,
+            Etcd::Single(_) => panic!("this cluster runs EtcdMode::Single: use etcd()"),
+        }
+    }
+
+    /// Node `i`'s proxies to etcd (one per member; panics unless proxied).
+    fn proxies_of(&self, i: usize) -> &[TcpProxy] {
+        self.proxies
+            .get(i)
+            .unwrap_or_else(|| panic!("node {i} has no etcd proxies: build with .proxied()"))
+    }
+
+    /// Partition node `i` from etcd: its proxies pass no byte (connections
+    /// hang, as with a dropped link); clients still reach the node.
+    pub fn cut_dcs(&self, i: usize) {
+        for p in self.proxies_of(i) {
+            p.cut();
+        }
+    }
+
+    /// Undo [`ClusterFixture::cut_dcs`] and [`ClusterFixture::slow_dcs`].
+    pub fn heal_dcs(&self, i: usize) {
+        for p in self.proxies_of(i) {
+            p.heal();
+            p.set_latency(Duration::ZERO);
+        }
+    }
+
+    /// Delay node `i`'s etcd traffic by `latency` in each direction.
+    pub fn slow_dcs(&self, i: usize, latency: Duration) {
+        for p in self.proxies_of(i) {
+            p.set_latency(latency);
+        }
     }
 
     pub fn dir(&self) -> &TestDir {
@@ -277,8 +395,15 @@ impl ClusterFixture {
 
 impl Drop for ClusterFixture {
     fn drop(&mut self) {
-        // 1. A paused etcd would keep agents from releasing their keys and exiting.
-        self.etcd.resume();
+        // 1. A paused etcd or a cut proxy would keep agents from releasing
+        //    their keys and exiting.
+        match &mut self.etcd {
+            Etcd::Single(e) => e.resume(),
+            Etcd::Three(c) => c.resume_all(),
+        }
+        for i in 0..self.proxies.len() {
+            self.heal_dcs(i);
+        }
         // 2. Ask every agent to stop at once, so their grace periods overlap.
         for n in &self.nodes {
             if let Some(pid) = n.pid() {
@@ -314,7 +439,12 @@ pub struct Node {
 }
 
 impl Node {
-    fn create(index: usize, settings: &Settings, etcd_endpoint: &str, test_dir: &TestDir) -> Node {
+    fn create(
+        index: usize,
+        settings: &Settings,
+        etcd_hosts: &[String],
+        test_dir: &TestDir,
+    ) -> Node {
         let name = format!("node{index}");
         let dir = test_dir.path().join(&name);
         make_shared_dir(&dir);
@@ -330,7 +460,7 @@ impl Node {
             config: Value::Null,
             child: None,
         };
-        let mut cfg = node.default_config(settings, etcd_endpoint);
+        let mut cfg = node.default_config(settings, etcd_hosts);
         for edit in &settings.edits {
             edit(index, &mut cfg);
         }
@@ -339,7 +469,7 @@ impl Node {
     }
 
     /// The Patroni-format config of this node before edits.
-    fn default_config(&self, s: &Settings, etcd_endpoint: &str) -> Value {
+    fn default_config(&self, s: &Settings, etcd_hosts: &[String]) -> Value {
         let rest = format!("127.0.0.1:{}", self.rest_port);
         let pg = format!("127.0.0.1:{}", self.pg_port);
         json!({
@@ -347,7 +477,7 @@ impl Node {
             "namespace": "/service/",
             "name": self.name,
             "restapi": { "listen": rest, "connect_address": rest },
-            "etcd3": { "hosts": [etcd_endpoint] },
+            "etcd3": { "hosts": etcd_hosts },
             "bootstrap": {
                 "dcs": {
                     "ttl": s.ttl,

@@ -1,8 +1,9 @@
 //! A one-member etcd on free loopback ports, as a child of the test process.
 //!
 //! Rule: the fixture owns the process; `Drop` always kills and reaps it, even
-//! when it is paused. Keys are read through etcd's HTTP/JSON gateway
-//! (`/v3/kv/*`), so assertions need no etcdctl and no gRPC client.
+//! when it is paused. Keys are read and written by [`EtcdClient`], through
+//! etcd's HTTP/JSON gateway (`/v3/kv/*`), so assertions need no etcdctl and no
+//! gRPC client.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -55,52 +56,18 @@ impl EtcdFixture {
     }
 
     async fn spawn(&mut self) {
-        let bin = require("etcd", "etcd-server");
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.log_path.display()));
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let mut cmd = Command::new(&bin);
-        cmd.arg("--name=etcd0")
-            .arg(format!("--data-dir={}", self.data_dir.display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=etcd0={peer}"))
-            .arg("--initial-cluster-state=new")
-            .arg(format!(
-                "--initial-cluster-token=agent-tests-{}",
-                self.client_port
-            ))
-            .arg("--logger=zap")
-            .arg("--log-outputs=stderr");
-        // ETCD_* variables would override or conflict with the flags above.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("ETCD") && k != "ETCD_UNSUPPORTED_ARCH" {
-                cmd.env_remove(k.as_ref());
-            }
-        }
-        if cfg!(target_arch = "aarch64") {
-            cmd.env("ETCD_UNSUPPORTED_ARCH", "arm64");
-        }
-        let _ = writeln!(
-            log,
-            "===== harness: starting {} on {client} =====",
-            bin.display()
-        );
-        let stderr = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot dup log fd: {e}"));
-        cmd.stdin(Stdio::null()).stdout(log).stderr(stderr);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        self.child = Some(child);
+        self.child = Some(spawn_member(&Member {
+            name: "etcd0",
+            client_port: self.client_port,
+            peer_port: self.peer_port,
+            data_dir: &self.data_dir,
+            log_path: &self.log_path,
+            initial_cluster: &format!("etcd0={peer}"),
+            state: "new",
+            token: &format!("agent-tests-{}", self.client_port),
+        }));
 
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -189,36 +156,147 @@ impl EtcdFixture {
 
     /// True when `GET /health` answers `{"health":"true"}` within 2 s.
     pub async fn is_healthy(&self) -> bool {
-        let Ok(resp) = http_client()
-            .get(format!("{}/health", self.url()))
-            .send()
-            .await
-        else {
-            return false;
-        };
-        match resp.json::<Value>().await {
-            Ok(v) => v["health"] == "true" || v["health"] == true,
-            Err(_) => false,
-        }
+        is_healthy(&self.endpoint()).await
     }
 
-    async fn gateway(&self, path: &str, body: Value) -> Result<Value> {
-        let url = format!("{}/v3/{path}", self.url());
-        let resp = http_client()
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        let status = resp.status();
-        let v: Value = resp
-            .json()
-            .await
-            .with_context(|| format!("POST {url}: body"))?;
-        if !status.is_success() {
-            bail!("POST {url}: {status}: {v}");
+    /// A key client through this member's HTTP gateway.
+    pub fn client(&self) -> EtcdClient {
+        EtcdClient::new(vec![self.endpoint()])
+    }
+}
+
+impl Drop for EtcdFixture {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What one etcd member is started with.
+pub(crate) struct Member<'a> {
+    pub name: &'a str,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: &'a Path,
+    pub log_path: &'a Path,
+    /// `--initial-cluster`: `name=http://127.0.0.1:<peer port>,...`.
+    pub initial_cluster: &'a str,
+    /// `new`, or `existing` for a restart.
+    pub state: &'a str,
+    pub token: &'a str,
+}
+
+/// Start one etcd member on loopback, output appended to its log.
+pub(crate) fn spawn_member(m: &Member) -> Child {
+    let bin = require("etcd", "etcd-server");
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(m.log_path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", m.log_path.display()));
+    let client = format!("http://127.0.0.1:{}", m.client_port);
+    let peer = format!("http://127.0.0.1:{}", m.peer_port);
+    let mut cmd = Command::new(&bin);
+    cmd.arg(format!("--name={}", m.name))
+        .arg(format!("--data-dir={}", m.data_dir.display()))
+        .arg(format!("--listen-client-urls={client}"))
+        .arg(format!("--advertise-client-urls={client}"))
+        .arg(format!("--listen-peer-urls={peer}"))
+        .arg(format!("--initial-advertise-peer-urls={peer}"))
+        .arg(format!("--initial-cluster={}", m.initial_cluster))
+        .arg(format!("--initial-cluster-state={}", m.state))
+        .arg(format!("--initial-cluster-token={}", m.token))
+        .arg("--logger=zap")
+        .arg("--log-outputs=stderr");
+    // ETCD_* variables would override or conflict with the flags above.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("ETCD") && k != "ETCD_UNSUPPORTED_ARCH" {
+            cmd.env_remove(k.as_ref());
         }
-        Ok(v)
+    }
+    if cfg!(target_arch = "aarch64") {
+        cmd.env("ETCD_UNSUPPORTED_ARCH", "arm64");
+    }
+    let _ = writeln!(
+        log,
+        "===== harness: starting {} {} on {client} =====",
+        bin.display(),
+        m.name
+    );
+    let stderr = log
+        .try_clone()
+        .unwrap_or_else(|e| panic!("cannot dup log fd: {e}"));
+    cmd.stdin(Stdio::null()).stdout(log).stderr(stderr);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .no_proxy()
+        .build()
+        .expect("reqwest client without TLS builds")
+}
+
+/// True when the etcd member at `endpoint` (`host:port`) answers `GET /health`
+/// with `{"health":"true"}` within 2 s.
+pub async fn is_healthy(endpoint: &str) -> bool {
+    let Ok(resp) = http_client()
+        .get(format!("http://{endpoint}/health"))
+        .send()
+        .await
+    else {
+        return false;
+    };
+    match resp.json::<Value>().await {
+        Ok(v) => v["health"] == "true" || v["health"] == true,
+        Err(_) => false,
+    }
+}
+
+/// Keys through etcd's HTTP/JSON gateway (`/v3/kv/*`) of the first of its
+/// endpoints that answers: the one key client of the harness, for a single
+/// member, a multi-member cluster or endpoints someone else runs.
+#[derive(Debug, Clone)]
+pub struct EtcdClient {
+    endpoints: Vec<String>,
+}
+
+impl EtcdClient {
+    /// Ask `endpoints` (`host:port`), in order, until one answers.
+    pub fn new(endpoints: Vec<String>) -> EtcdClient {
+        EtcdClient { endpoints }
+    }
+
+    /// POST to `/v3/<path>` on the first endpoint that answers.
+    async fn gateway(&self, path: &str, body: Value) -> Result<Value> {
+        let mut last = anyhow!("no etcd endpoint to ask");
+        for endpoint in &self.endpoints {
+            let url = format!("http://{endpoint}/v3/{path}");
+            let attempt = async {
+                let resp = http_client()
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .with_context(|| format!("POST {url}"))?;
+                let status = resp.status();
+                let v: Value = resp
+                    .json()
+                    .await
+                    .with_context(|| format!("POST {url}: body"))?;
+                if !status.is_success() {
+                    bail!("POST {url}: {status}: {v}");
+                }
+                Ok(v)
+            };
+            match attempt.await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// The value of `key`, or `None` when it does not exist.
@@ -243,61 +321,61 @@ impl EtcdFixture {
         kvs(&v)
     }
 
-    /// [`EtcdFixture::try_get`], panicking when etcd cannot be asked.
+    /// Write `key` = `value` (no lease), as `etcdctl put` or `patronictl
+    /// edit-config` would.
+    pub async fn try_put(&self, key: &str, value: &str) -> Result<()> {
+        self.gateway(
+            "kv/put",
+            json!({ "key": b64(key.as_bytes()), "value": b64(value.as_bytes()) }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Delete `key`; returns how many keys were deleted (0 or 1).
+    pub async fn try_delete(&self, key: &str) -> Result<u64> {
+        let v = self
+            .gateway("kv/deleterange", json!({ "key": b64(key.as_bytes()) }))
+            .await?;
+        // int64 fields are JSON strings in the gateway; absent means 0.
+        Ok(v["deleted"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| v["deleted"].as_u64())
+            .unwrap_or(0))
+    }
+
+    /// [`EtcdClient::try_get`], panicking when etcd cannot be asked.
     pub async fn get(&self, key: &str) -> Option<String> {
         self.try_get(key)
             .await
             .unwrap_or_else(|e| panic!("etcd get {key}: {e:#}"))
     }
 
-    /// [`EtcdFixture::try_get_prefix`], panicking when etcd cannot be asked.
+    /// [`EtcdClient::try_get_prefix`], panicking when etcd cannot be asked.
     pub async fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
         self.try_get_prefix(prefix)
             .await
             .unwrap_or_else(|e| panic!("etcd get --prefix {prefix}: {e:#}"))
     }
 
-    /// Write `key` = `value` (no lease).
+    /// [`EtcdClient::try_put`], panicking when etcd cannot be asked.
     pub async fn put(&self, key: &str, value: &str) {
-        self.gateway(
-            "kv/put",
-            json!({ "key": b64(key.as_bytes()), "value": b64(value.as_bytes()) }),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("etcd put {key}: {e:#}"));
-    }
-
-    /// Delete `key`; returns how many keys were deleted (0 or 1).
-    pub async fn delete(&self, key: &str) -> u64 {
-        let v = self
-            .gateway("kv/deleterange", json!({ "key": b64(key.as_bytes()) }))
+        self.try_put(key, value)
             .await
-            .unwrap_or_else(|e| panic!("etcd delete {key}: {e:#}"));
-        // int64 fields are JSON strings in the gateway; absent means 0.
-        v["deleted"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .or_else(|| v["deleted"].as_u64())
-            .unwrap_or(0)
+            .unwrap_or_else(|e| panic!("etcd put {key}: {e:#}"))
     }
-}
 
-impl Drop for EtcdFixture {
-    fn drop(&mut self) {
-        self.kill();
+    /// [`EtcdClient::try_delete`], panicking when etcd cannot be asked.
+    pub async fn delete(&self, key: &str) -> u64 {
+        self.try_delete(key)
+            .await
+            .unwrap_or_else(|e| panic!("etcd delete {key}: {e:#}"))
     }
-}
-
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .no_proxy()
-        .build()
-        .expect("reqwest client without TLS builds")
 }
 
 /// Decode the `kvs` of a range response (absent when empty; values absent when empty).
-pub(crate) fn kvs(v: &Value) -> Result<Vec<(String, String)>> {
+fn kvs(v: &Value) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for kv in v["kvs"].as_array().into_iter().flatten() {
         let key = unb64(kv["key"].as_str().unwrap_or(""))?;
@@ -311,7 +389,7 @@ pub(crate) fn kvs(v: &Value) -> Result<Vec<(String, String)>> {
 }
 
 /// The etcd range end covering every key that starts with `prefix`.
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

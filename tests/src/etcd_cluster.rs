@@ -4,29 +4,22 @@
 //! Rule: the fixture owns the members; `Drop` kills and reaps every one of
 //! them, paused or not. Pausing a majority (SIGSTOP) loses the quorum without
 //! losing data: the member left running answers nothing that needs consensus,
-//! and the agents see timeouts, as in a real outage. Keys are read through any
-//! member's HTTP/JSON gateway that answers.
+//! and the agents see timeouts, as in a real outage. Keys go through
+//! [`EtcdCluster::client`], over the members still running.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
 
-use crate::bins::require;
 use crate::dirs::make_shared_dir;
-use crate::etcd::{b64, kvs, prefix_end};
+use crate::etcd::{self, is_healthy, spawn_member, EtcdClient};
 use crate::ports::free_port;
 use crate::proc::{kill_child, signal};
 
 /// How long the members may take to elect a leader.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// Timeout of one HTTP request to a member.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One member: its ports, directory and (while running) its process.
 #[derive(Debug)]
@@ -82,52 +75,18 @@ impl EtcdCluster {
     }
 
     fn spawn(&mut self, i: usize, state: &str) {
-        let bin = require("etcd", "etcd-server");
-        let initial = self.initial_cluster();
-        let token = self.token.clone();
+        let initial_cluster = self.initial_cluster();
         let m = &mut self.members[i];
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&m.log_path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", m.log_path.display()));
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let mut cmd = Command::new(&bin);
-        cmd.arg(format!("--name={}", m.name))
-            .arg(format!("--data-dir={}", m.data_dir.display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster={initial}"))
-            .arg(format!("--initial-cluster-state={state}"))
-            .arg(format!("--initial-cluster-token={token}"))
-            .arg("--logger=zap")
-            .arg("--log-outputs=stderr");
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("ETCD") && k != "ETCD_UNSUPPORTED_ARCH" {
-                cmd.env_remove(k.as_ref());
-            }
-        }
-        if cfg!(target_arch = "aarch64") {
-            cmd.env("ETCD_UNSUPPORTED_ARCH", "arm64");
-        }
-        let _ = writeln!(
-            log,
-            "===== harness: starting {} {} on {client} =====",
-            bin.display(),
-            m.name
-        );
-        let stderr = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("cannot dup log fd: {e}"));
-        cmd.stdin(Stdio::null()).stdout(log).stderr(stderr);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        m.child = Some(child);
+        m.child = Some(spawn_member(&etcd::Member {
+            name: &m.name,
+            client_port: m.client_port,
+            peer_port: m.peer_port,
+            data_dir: &m.data_dir,
+            log_path: &m.log_path,
+            initial_cluster: &initial_cluster,
+            state,
+            token: &self.token,
+        }));
         m.paused = false;
     }
 
@@ -241,81 +200,17 @@ impl EtcdCluster {
 
     /// True when member `i` answers `GET /health` with `{"health":"true"}`.
     pub async fn is_healthy(&self, i: usize) -> bool {
-        let url = format!("http://{}/health", self.endpoint(i));
-        let Ok(resp) = http_client().get(url).send().await else {
-            return false;
-        };
-        match resp.json::<Value>().await {
-            Ok(v) => v["health"] == "true" || v["health"] == true,
-            Err(_) => false,
-        }
+        is_healthy(&self.endpoint(i)).await
     }
 
-    /// POST to `/v3/<path>` on the first running, unpaused member that answers.
-    async fn gateway(&self, path: &str, body: Value) -> Result<Value> {
-        let mut last = anyhow!("no etcd member is running");
-        for m in self
-            .members
-            .iter()
-            .filter(|m| m.child.is_some() && !m.paused)
-        {
-            let url = format!("http://127.0.0.1:{}/v3/{path}", m.client_port);
-            let attempt = async {
-                let resp = http_client()
-                    .post(&url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .with_context(|| format!("POST {url}"))?;
-                let status = resp.status();
-                let v: Value = resp
-                    .json()
-                    .await
-                    .with_context(|| format!("POST {url}: body"))?;
-                if !status.is_success() {
-                    bail!("POST {url}: {status}: {v}");
-                }
-                Ok(v)
-            };
-            match attempt.await {
-                Ok(v) => return Ok(v),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    /// The value of `key`, or `None` when it does not exist.
-    pub async fn try_get(&self, key: &str) -> Result<Option<String>> {
-        let v = self
-            .gateway("kv/range", json!({ "key": b64(key.as_bytes()) }))
-            .await?;
-        Ok(kvs(&v)?.into_iter().next().map(|(_, val)| val))
-    }
-
-    /// Write `key` = `value` (no lease), as `etcdctl put` or `patronictl
-    /// edit-config` would.
-    pub async fn try_put(&self, key: &str, value: &str) -> Result<()> {
-        self.gateway(
-            "kv/put",
-            json!({ "key": b64(key.as_bytes()), "value": b64(value.as_bytes()) }),
+    /// A key client over the members running and not paused, in order.
+    pub fn client(&self) -> EtcdClient {
+        EtcdClient::new(
+            (0..self.members.len())
+                .filter(|i| self.members[*i].child.is_some() && !self.members[*i].paused)
+                .map(|i| self.endpoint(i))
+                .collect(),
         )
-        .await
-        .map(|_| ())
-    }
-
-    /// All `(key, value)` pairs under `prefix`, sorted by key.
-    pub async fn try_get_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>> {
-        let v = self
-            .gateway(
-                "kv/range",
-                json!({
-                    "key": b64(prefix.as_bytes()),
-                    "range_end": b64(&prefix_end(prefix.as_bytes())),
-                }),
-            )
-            .await?;
-        kvs(&v)
     }
 }
 
@@ -325,12 +220,4 @@ impl Drop for EtcdCluster {
             self.kill(i);
         }
     }
-}
-
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(HTTP_TIMEOUT)
-        .no_proxy()
-        .build()
-        .expect("reqwest client without TLS builds")
 }

@@ -1,6 +1,6 @@
 //! HAProxy in front of a [`ClusterFixture`], configured by the project's own
-//! generator (`haproxy/haproxy-config.sh`), and a [`Writer`] that measures how
-//! long writes through a PostgreSQL port were impossible.
+//! generator (`haproxy/haproxy-config.sh`). Writes through it are measured by
+//! the harness's [`crate::Writer`].
 //!
 //! Rule: the fixture owns its `haproxy` process (killed on drop) and keeps its
 //! configuration and log (`haproxy/haproxy.log`) in the cluster's test
@@ -11,16 +11,12 @@ use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
-use tokio::task::JoinHandle;
 
 use crate::bins::require;
-use crate::client::try_connect;
 use crate::cluster::ClusterFixture;
 use crate::ports::free_port;
 use crate::proc::{kill_child, signal, wait_child};
@@ -285,181 +281,6 @@ pub async fn wait_up(stats_port: u16, backend: &str, names: &[&str], timeout: Du
     .await
 }
 
-/// The table [`Writer`] inserts into (created by [`Writer::start`]).
-pub const WRITER_TABLE: &str = "agent_tests_writes";
-
-/// One committed insert: when the commit was acknowledged, and which server
-/// (`address:port` as the server saw itself) committed it.
-#[derive(Debug, Clone)]
-pub struct Ack {
-    pub at: Instant,
-    pub server: String,
-}
-
-/// A client that inserts a row every `every` through one PostgreSQL port (as
-/// an application behind HAProxy would): one connection, re-opened after any
-/// error, each attempt cut off after one second.
-pub struct Writer {
-    stop: Arc<AtomicBool>,
-    acks: Arc<Mutex<Vec<Ack>>>,
-    errors: Arc<Mutex<usize>>,
-    task: Option<JoinHandle<()>>,
-}
-
-/// Connect, insert and commit must finish within this, or the attempt failed.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-
-impl Writer {
-    /// Create [`WRITER_TABLE`] through `port` (panics if that fails) and start
-    /// writing every `every`.
-    pub async fn start(port: u16, every: Duration) -> Writer {
-        let client = try_connect(&port)
-            .await
-            .unwrap_or_else(|e| panic!("writer: {e:#}"));
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {WRITER_TABLE} (n bigserial, at timestamptz)"
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("writer: create {WRITER_TABLE}: {e}"));
-        drop(client);
-        let stop = Arc::new(AtomicBool::new(false));
-        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
-        let errors: Arc<Mutex<usize>> = Arc::default();
-        let (stop2, acks2, errors2) = (stop.clone(), acks.clone(), errors.clone());
-        let task = tokio::spawn(async move {
-            let mut client = None;
-            while !stop2.load(Ordering::SeqCst) {
-                let started = Instant::now();
-                match tokio::time::timeout(WRITE_TIMEOUT, insert(port, &mut client)).await {
-                    Ok(Ok(server)) => acks2.lock().unwrap_or_else(|e| e.into_inner()).push(Ack {
-                        at: Instant::now(),
-                        server,
-                    }),
-                    _ => {
-                        client = None;
-                        *errors2.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                    }
-                }
-                tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
-            }
-        });
-        Writer {
-            stop,
-            acks,
-            errors,
-            task: Some(task),
-        }
-    }
-
-    /// The acknowledged writes so far.
-    pub fn acks(&self) -> Vec<Ack> {
-        self.acks.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Failed attempts so far.
-    pub fn errors(&self) -> usize {
-        *self.errors.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Wait for the first acknowledged write after `t` and return it.
-    pub async fn wait_ack_after(&self, t: Instant, timeout: Duration) -> Ack {
-        self.wait_ack("a write acknowledged through the port", timeout, |a| {
-            a.at > t
-        })
-        .await
-    }
-
-    /// Wait for the first acknowledged write that `pred` accepts and return it.
-    pub async fn wait_ack(
-        &self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&Ack) -> bool,
-    ) -> Ack {
-        let pred = &pred;
-        wait_for_result(what, timeout, Duration::from_millis(50), || async move {
-            self.acks()
-                .into_iter()
-                .find(|a| pred(a))
-                .ok_or_else(|| format!("{} failed attempts so far", self.errors()))
-        })
-        .await
-    }
-
-    /// What was acknowledged so far.
-    pub fn log(&self) -> WriteLog {
-        WriteLog {
-            acks: self.acks(),
-            errors: self.errors(),
-        }
-    }
-
-    /// Stop writing; returns what was acknowledged.
-    pub async fn stop(mut self) -> WriteLog {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-        WriteLog {
-            acks: self.acks(),
-            errors: self.errors(),
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-async fn insert(port: u16, client: &mut Option<tokio_postgres::Client>) -> Result<String> {
-    if client.is_none() {
-        *client = Some(try_connect(&port).await?);
-    }
-    let c = client.as_ref().expect("connected above");
-    let row = c
-        .query_one(
-            &format!(
-                "INSERT INTO {WRITER_TABLE} (at) VALUES (clock_timestamp()) \
-                 RETURNING host(inet_server_addr()) || ':' || inet_server_port()"
-            ),
-            &[],
-        )
-        .await?;
-    Ok(row.try_get(0)?)
-}
-
-/// What a [`Writer`] saw.
-#[derive(Debug, Clone)]
-pub struct WriteLog {
-    pub acks: Vec<Ack>,
-    pub errors: usize,
-}
-
-impl WriteLog {
-    /// The write-unavailability window of a hand-over after `t`: from the
-    /// last write acknowledged before the first write after `t` that `on_new`
-    /// accepts (on the new primary), to that write. Writes that still landed on
-    /// the old primary after `t` (in flight when it was killed or demoted)
-    /// count as acknowledged. Returns the window, the last write before it and
-    /// the first write after it.
-    pub fn handover(
-        &self,
-        t: Instant,
-        on_new: impl Fn(&Ack) -> bool,
-    ) -> Option<(Duration, Ack, Ack)> {
-        let i = self.acks.iter().position(|a| a.at > t && on_new(a))?;
-        let before = self.acks[..i].last()?;
-        let after = &self.acks[i];
-        Some((after.at - before.at, before.clone(), after.clone()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,34 +305,5 @@ mod tests {
         );
         assert!(!s[1].is_up());
         assert!(s[2].is_up());
-    }
-
-    #[test]
-    fn handover_window() {
-        let t0 = Instant::now();
-        let ack = |ms: u64, server: &str| Ack {
-            at: t0 + Duration::from_millis(ms),
-            server: server.into(),
-        };
-        let log = WriteLog {
-            acks: vec![
-                ack(0, "old"),
-                ack(20, "old"),
-                ack(60, "old"), // in flight at the kill (t0 + 50 ms)
-                ack(3060, "new"),
-                ack(3080, "new"),
-            ],
-            errors: 5,
-        };
-        let (gap, before, after) = log
-            .handover(t0 + Duration::from_millis(50), |a| a.server == "new")
-            .unwrap();
-        assert_eq!(gap, Duration::from_millis(3000));
-        assert_eq!(before.server, "old");
-        assert_eq!(before.at, t0 + Duration::from_millis(60));
-        assert_eq!(after.at, t0 + Duration::from_millis(3060));
-        assert!(log
-            .handover(t0 + Duration::from_millis(4000), |a| a.server == "new")
-            .is_none());
     }
 }

@@ -1,135 +1,264 @@
-//! Split-brain detector: asks every node directly, every 100 ms, whether it runs
-//! as a primary (`pg_is_in_recovery() = false`), and records any moment when two
-//! nodes answered "primary" in the same sampling round.
+//! The split-brain detector of the integration tests and the chaos suite:
+//! every `every` (100–200 ms) it
+//! asks every node *directly* — not through HAProxy — whether it runs as a
+//! primary (`pg_is_in_recovery()`) and whether it can write (a transaction
+//! that gets an xid, rolled back, so nothing waits on synchronous
+//! replication), and keeps every round for the whole run.
+//!
+//! Rule: two nodes out of recovery in the same round is split brain, whatever
+//! HAProxy or etcd say; the round is reported with its time and the nodes.
+//! Each node keeps one connection, re-opened after any error. A round lasts
+//! one interval: a node that has not answered by then counts as down for that
+//! round (its probe, cut off after a timeout under a second, goes on in the
+//! background), so a dead or frozen node never slows the sampling of the others.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
+use tokio_postgres::Client;
 
-use crate::client::is_in_recovery;
+use crate::pg::Pg;
+use crate::wait::wait_for;
 
-/// One sampling round in which more than one node was a primary.
-#[derive(Debug, Clone)]
-pub struct SplitBrain {
-    pub at: Duration,
-    pub primaries: Vec<u16>,
+/// What one node answered in one round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// No answer within the probe timeout.
+    Down,
+    /// In recovery (a replica, or a demoted primary).
+    Replica,
+    /// Out of recovery but could not get a transaction id (read-only).
+    ReadOnlyPrimary,
+    /// Out of recovery and a write transaction could start.
+    Writable,
 }
 
-/// Every sampling round: when, and which ports answered "primary".
-type Rounds = Arc<Mutex<Vec<(Duration, Vec<u16>)>>>;
+impl NodeState {
+    pub fn is_primary(self) -> bool {
+        matches!(self, NodeState::ReadOnlyPrimary | NodeState::Writable)
+    }
 
-/// Background sampler over a fixed set of postgres ports.
-pub struct PrimarySampler {
-    started: Instant,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    log: Rounds,
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Down => "down",
+            NodeState::Replica => "replica",
+            NodeState::ReadOnlyPrimary => "primary (read-only)",
+            NodeState::Writable => "primary (writable)",
+        }
+    }
+}
+
+/// One sampling round.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub at: Instant,
+    pub unix_ms: u64,
+    pub states: Vec<NodeState>,
+}
+
+impl Round {
+    pub fn primaries(&self) -> Vec<usize> {
+        (0..self.states.len())
+            .filter(|i| self.states[*i].is_primary())
+            .collect()
+    }
+}
+
+/// The node addresses a sampler uses; the target updates them when a node
+/// comes back with a new address (a restarted container).
+pub type Addrs = Arc<Mutex<Vec<Pg>>>;
+
+/// Background sampler over every node of a target.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    rounds: Arc<Mutex<Vec<Round>>>,
     task: Option<JoinHandle<()>>,
 }
 
-impl PrimarySampler {
-    /// Start sampling `ports` every `every`.
-    pub fn start(ports: Vec<u16>, every: Duration) -> PrimarySampler {
-        let started = Instant::now();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let log: Rounds = Arc::default();
-        let (stop2, log2) = (stop.clone(), log.clone());
+impl Sampler {
+    pub fn start(addrs: Addrs, every: Duration, probe_timeout: Duration) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds: Arc<Mutex<Vec<Round>>> = Arc::default();
+        let (stop2, rounds2) = (stop.clone(), rounds.clone());
         let task = tokio::spawn(async move {
-            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
-                let round = Instant::now();
-                let answers = futures_join(ports.iter().map(|p| {
-                    let p = *p;
-                    async move {
-                        let r =
-                            tokio::time::timeout(Duration::from_millis(900), is_in_recovery(&p))
-                                .await;
-                        (p, matches!(r, Ok(Some(false))))
+            // A probe that outlives its round (a dead or frozen node) keeps
+            // running into later rounds; meanwhile the node counts as down,
+            // so the rounds keep their cadence.
+            type Probe = JoinHandle<(Option<Client>, NodeState)>;
+            let mut clients: Vec<Option<Client>> = Vec::new();
+            let mut inflight: Vec<Option<Probe>> = Vec::new();
+            while !stop2.load(Ordering::SeqCst) {
+                let at = Instant::now();
+                let unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let nodes = addrs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                clients.resize_with(nodes.len(), || None);
+                inflight.resize_with(nodes.len(), || None);
+                let mut fresh = vec![false; nodes.len()];
+                for (i, pg) in nodes.into_iter().enumerate() {
+                    if inflight[i].is_none() {
+                        let client = clients[i].take();
+                        inflight[i] = Some(tokio::spawn(probe(pg, client, probe_timeout)));
+                        fresh[i] = true;
                     }
-                }))
-                .await;
-                let primaries: Vec<u16> = answers
-                    .into_iter()
-                    .filter(|(_, w)| *w)
-                    .map(|(p, _)| p)
-                    .collect();
-                log2.lock().unwrap().push((started.elapsed(), primaries));
-                let spent = round.elapsed();
-                if spent < every {
-                    tokio::time::sleep(every - spent).await;
                 }
+                let deadline = at + every;
+                let mut states = vec![NodeState::Down; inflight.len()];
+                loop {
+                    for i in 0..inflight.len() {
+                        if !inflight[i].as_ref().is_some_and(|h| h.is_finished()) {
+                            continue;
+                        }
+                        if let Some(h) = inflight[i].take() {
+                            if let Ok((client, state)) = h.await {
+                                clients[i] = client;
+                                // A late answer belongs to an earlier round.
+                                if fresh[i] {
+                                    states[i] = state;
+                                }
+                            }
+                            fresh[i] = false;
+                        }
+                    }
+                    let pending = (0..inflight.len()).any(|i| fresh[i] && inflight[i].is_some());
+                    if !pending || Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                rounds2
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Round {
+                        at,
+                        unix_ms,
+                        states,
+                    });
+                tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            }
+            for h in inflight.into_iter().flatten() {
+                h.abort();
             }
         });
-        PrimarySampler {
-            started,
+        Sampler {
             stop,
-            log,
+            rounds,
             task: Some(task),
         }
     }
 
-    /// Time since the sampler started.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// Rounds in which two or more nodes were primaries.
-    pub fn split_brains(&self) -> Vec<SplitBrain> {
-        self.log
+    /// Rounds taken in `[from, to]`.
+    pub fn rounds_between(&self, from: Instant, to: Instant) -> Vec<Round> {
+        self.rounds
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .filter(|(_, p)| p.len() > 1)
-            .map(|(at, p)| SplitBrain {
-                at: *at,
-                primaries: p.clone(),
-            })
+            .filter(|r| r.at >= from && r.at <= to)
+            .cloned()
             .collect()
     }
 
-    /// The first time (since start) at which `port` was not a primary, after `after`.
-    pub fn first_not_primary_after(&self, port: u16, after: Duration) -> Option<Duration> {
-        self.log
+    /// Wait (up to 5 s) until a few rounds are in: the sampler watches.
+    pub async fn wait_running(&self) {
+        wait_for(
+            "the sampler's first rounds",
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || async { (self.len() > 3).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Every round so far in which two or more nodes were out of recovery.
+    pub fn all_split_brains(&self) -> Vec<Round> {
+        self.rounds
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .find(|(at, p)| *at >= after && !p.contains(&port))
-            .map(|(at, _)| *at)
+            .filter(|r| r.primaries().len() > 1)
+            .cloned()
+            .collect()
     }
 
-    pub fn rounds(&self) -> usize {
-        self.log.lock().unwrap().len()
+    /// Rounds in `[from, to]` in which two or more nodes were out of recovery.
+    pub fn split_brains(&self, from: Instant, to: Instant) -> Vec<Round> {
+        self.rounds_between(from, to)
+            .into_iter()
+            .filter(|r| r.primaries().len() > 1)
+            .collect()
     }
 
-    /// Stop sampling (also on drop).
+    /// The first round after `from` in which node `i` was not a primary.
+    pub fn first_not_primary(&self, i: usize, from: Instant) -> Option<Instant> {
+        self.rounds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|r| r.at >= from && !r.states.get(i).is_some_and(|s| s.is_primary()))
+            .map(|r| r.at)
+    }
+
+    /// How many rounds so far.
+    pub fn len(&self) -> usize {
+        self.rounds.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub async fn stop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
     }
 }
 
-impl Drop for PrimarySampler {
+impl Drop for Sampler {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.task.take() {
             t.abort();
         }
     }
 }
 
-async fn futures_join<F: std::future::Future + Send + 'static>(
-    futs: impl Iterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
+/// Ask one node; returns the connection to keep (none after an error).
+async fn probe(pg: Pg, client: Option<Client>, timeout: Duration) -> (Option<Client>, NodeState) {
+    let run = async {
+        let client = match client {
+            Some(c) if !c.is_closed() => c,
+            _ => match pg.connect(timeout).await {
+                Ok(c) => c,
+                Err(_) => return (None, NodeState::Down),
+            },
+        };
+        let in_recovery: bool = match client.query_one("SELECT pg_is_in_recovery()", &[]).await {
+            Ok(row) => match row.try_get(0) {
+                Ok(v) => v,
+                Err(_) => return (None, NodeState::Down),
+            },
+            Err(_) => return (None, NodeState::Down),
+        };
+        if in_recovery {
+            return (Some(client), NodeState::Replica);
         }
+        // An xid is what a write needs; rolling back never waits on a standby.
+        match client
+            .batch_execute("BEGIN; SELECT txid_current(); ROLLBACK")
+            .await
+        {
+            Ok(()) => (Some(client), NodeState::Writable),
+            Err(_) => (None, NodeState::ReadOnlyPrimary),
+        }
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(r) => r,
+        Err(_) => (None, NodeState::Down),
     }
-    out
 }

@@ -1,14 +1,20 @@
 //! Waiting for conditions: poll with a deadline, never sleep blindly.
 //!
+//! The waits on a cluster are methods of [`ClusterFixture`]
+//! ([`ClusterFixture::wait_primary`], ...), written once here.
+//!
 //! Rule: a wait that expires panics with what it waited for, how long, and the
 //! last thing it saw. The panic unwinds through the fixtures, whose `Drop`
 //! stops the processes and prints the tail of every log in the test directory.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{can_write, rest_json, rest_status, sql};
 use crate::cluster::ClusterFixture;
+use crate::pg::Pg;
+use crate::sampler::{Addrs, Sampler};
 
 /// Poll interval of the convenience waits.
 pub const POLL: Duration = Duration::from_millis(250);
@@ -61,89 +67,149 @@ where
     }
 }
 
-/// Wait until exactly one node answers `GET /primary` with 200 and accepts a
-/// write; returns its index. Uses [`ClusterFixture::wait_timeout`].
-pub async fn wait_primary(cluster: &ClusterFixture) -> usize {
-    let c = cluster;
-    wait_for_result(
-        "a single writable primary (GET /primary = 200)",
-        c.wait_timeout(),
-        POLL,
-        || async move {
-            let mut primaries = Vec::new();
-            for (i, n) in c.nodes().iter().enumerate() {
-                if rest_status(n, "/primary").await == Some(200) {
-                    primaries.push(i);
+impl ClusterFixture {
+    /// Wait until exactly one node answers `GET /primary` with 200 and accepts
+    /// a write; returns its index. Uses [`ClusterFixture::wait_timeout`].
+    pub async fn wait_primary(&self) -> usize {
+        let c = self;
+        wait_for_result(
+            "a single writable primary (GET /primary = 200)",
+            c.wait_timeout(),
+            POLL,
+            || async move {
+                let mut primaries = Vec::new();
+                for (i, n) in c.nodes().iter().enumerate() {
+                    if rest_status(n, "/primary").await == Some(200) {
+                        primaries.push(i);
+                    }
                 }
-            }
-            match primaries.as_slice() {
-                [p] if can_write(c.node(*p)).await => Ok(*p),
-                [p] => Err(format!(
-                    "{} says primary but is not writable",
-                    c.node(*p).name()
-                )),
-                [] => Err("no node answers /primary with 200".to_string()),
-                many => Err(format!("several nodes answer /primary with 200: {many:?}")),
-            }
-        },
-    )
-    .await
-}
-
-/// Wait until the primary `primary` streams to at least `n` members of the
-/// cluster (`pg_stat_replication.state = 'streaming'`, `application_name` a
-/// member name); returns those member names, sorted.
-pub async fn wait_streaming_replicas(
-    cluster: &ClusterFixture,
-    primary: usize,
-    n: usize,
-) -> Vec<String> {
-    let c = cluster;
-    let names = c.names();
-    let names = &names;
-    let what = format!("{n} streaming replicas of {}", c.node(primary).name());
-    wait_for_result(&what, c.wait_timeout(), POLL, || async move {
-        let rows = sql(
-            c.node(primary),
-            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+                match primaries.as_slice() {
+                    [p] if can_write(c.node(*p)).await => Ok(*p),
+                    [p] => Err(format!(
+                        "{} says primary but is not writable",
+                        c.node(*p).name()
+                    )),
+                    [] => Err("no node answers /primary with 200".to_string()),
+                    many => Err(format!("several nodes answer /primary with 200: {many:?}")),
+                }
+            },
         )
         .await
-        .map_err(|e| format!("{e:#}"))?;
-        let mut streaming: Vec<String> = rows
-            .iter()
-            .filter_map(|r| r.try_get::<_, String>(0).ok())
-            .filter(|a| names.contains(a) && a != c.node(primary).name())
-            .collect();
-        streaming.sort();
-        streaming.dedup();
-        if streaming.len() >= n {
-            Ok(streaming)
-        } else {
-            Err(format!("streaming: {streaming:?}"))
-        }
-    })
-    .await
-}
+    }
 
-/// Wait until every node's `/patroni` says `state: running` (no clone, start or
-/// other action still in progress).
-pub async fn wait_all_running(cluster: &ClusterFixture) {
-    let c = cluster;
-    wait_for_result(
-        "every node running",
-        c.wait_timeout(),
-        POLL,
-        || async move {
-            for n in c.nodes() {
-                let v = rest_json(n, "/patroni")
-                    .await
-                    .ok_or(format!("{} does not answer", n.name()))?;
-                if v["state"] != "running" {
-                    return Err(format!("{} is {}", n.name(), v["state"]));
+    /// Wait until a node other than `old` answers `GET /primary` with 200 and
+    /// accepts a write (`old` may still think it is primary); returns its index.
+    pub async fn wait_new_primary(&self, old: usize) -> usize {
+        let c = self;
+        wait_for_result(
+            "a new writable primary",
+            c.wait_timeout(),
+            Duration::from_millis(100),
+            || async move {
+                for (i, n) in c.nodes().iter().enumerate() {
+                    if i != old
+                        && rest_status(n, "/primary").await == Some(200)
+                        && can_write(n).await
+                    {
+                        return Ok(i);
+                    }
                 }
+                Err("no other node is primary yet".to_string())
+            },
+        )
+        .await
+    }
+
+    /// Wait until the primary `primary` streams to at least `n` members of the
+    /// cluster (`pg_stat_replication.state = 'streaming'`, `application_name` a
+    /// member name); returns those member names, sorted.
+    pub async fn wait_streaming_replicas(&self, primary: usize, n: usize) -> Vec<String> {
+        let c = self;
+        let names = c.names();
+        let names = &names;
+        let what = format!("{n} streaming replicas of {}", c.node(primary).name());
+        wait_for_result(&what, c.wait_timeout(), POLL, || async move {
+            let rows = sql(
+                c.node(primary),
+                "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+            )
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+            let mut streaming: Vec<String> = rows
+                .iter()
+                .filter_map(|r| r.try_get::<_, String>(0).ok())
+                .filter(|a| names.contains(a) && a != c.node(primary).name())
+                .collect();
+            streaming.sort();
+            streaming.dedup();
+            if streaming.len() >= n {
+                Ok(streaming)
+            } else {
+                Err(format!("streaming: {streaming:?}"))
             }
-            Ok(())
-        },
-    )
-    .await
+        })
+        .await
+    }
+
+    /// Wait until every node's `/patroni` says `state: running` (no clone,
+    /// start or other action still in progress).
+    pub async fn wait_all_running(&self) {
+        let c = self;
+        wait_for_result(
+            "every node running",
+            c.wait_timeout(),
+            POLL,
+            || async move {
+                for n in c.nodes() {
+                    let v = rest_json(n, "/patroni")
+                        .await
+                        .ok_or(format!("{} does not answer", n.name()))?;
+                    if v["state"] != "running" {
+                        return Err(format!("{} is {}", n.name(), v["state"]));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// A formed cluster: one writable primary, every other node streaming
+    /// from it, every node `running`; returns the primary's index.
+    pub async fn wait_healthy(&self) -> usize {
+        let p = self.wait_primary().await;
+        self.wait_streaming_replicas(p, self.len() - 1).await;
+        self.wait_all_running().await;
+        p
+    }
+
+    /// Wait (up to 30 s) until the member `name` holds the leader key.
+    pub async fn wait_leader(&self, name: &str) {
+        let what = format!("{name} to hold the leader key");
+        wait_for(
+            &what,
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || async move { (self.leader().await.as_deref() == Some(name)).then_some(()) },
+        )
+        .await;
+    }
+
+    /// A [`Sampler`] over every node's postgres, every 100 ms, already
+    /// sampling when it is returned.
+    pub async fn sampler(&self) -> Sampler {
+        let addrs: Addrs = Arc::new(Mutex::new(
+            self.nodes()
+                .iter()
+                .map(|n| Pg::local(n.pg_port()))
+                .collect(),
+        ));
+        let sampler = Sampler::start(
+            addrs,
+            Duration::from_millis(100),
+            Duration::from_millis(900),
+        );
+        sampler.wait_running().await;
+        sampler
+    }
 }

@@ -653,7 +653,13 @@ async fn compose_stack_end_to_end() {
 
     // 5. docker kill the primary's container: writes through the primary port
     //    work again within ttl + a few seconds, on another node.
-    let writer = Writer::start(primary_port, Duration::from_millis(20)).await;
+    let mut writer = Writer::start(
+        Pg::local(primary_port),
+        Duration::from_millis(20),
+        Duration::from_secs(1),
+    )
+    .await
+    .expect("start the writer");
     writer
         .wait_ack_after(Instant::now(), Duration::from_secs(10))
         .await;
@@ -672,7 +678,6 @@ async fn compose_stack_end_to_end() {
         .await;
     let q = node_at(&ips, &first.server).expect("the first write after the kill hit a node");
     let (window, before, _) = writer
-        .log()
         .handover(killed, |a| node_at(ips_ref, &a.server) != Some(p))
         .expect("writes before and after the kill");
     assert_eq!(node_at(&ips, &before.server), Some(p));
@@ -691,8 +696,7 @@ async fn compose_stack_end_to_end() {
     );
     assert!(
         writer
-            .log()
-            .acks
+            .acks()
             .iter()
             .filter(|a| a.at >= first.at)
             .all(|a| node_at(&ips, &a.server) == Some(q)),
@@ -757,9 +761,8 @@ async fn compose_stack_end_to_end() {
             |a| a.at > switched && node_at(ips_ref, &a.server) == Some(p),
         )
         .await;
+    writer.stop().await;
     let (gap, _, _) = writer
-        .stop()
-        .await
         .handover(switched, |a| node_at(ips_ref, &a.server) == Some(p))
         .expect("writes before and after the switchover");
     eprintln!(

@@ -42,30 +42,11 @@ async fn wait_row(cluster: &ClusterFixture, i: usize, table: &str, value: i64) {
     .await;
 }
 
-/// The index of a writable primary other than `old` (whose /primary is 200).
-async fn wait_new_primary(cluster: &ClusterFixture, old: usize) -> usize {
-    let c = cluster;
-    wait_for_result(
-        "a new writable primary",
-        c.wait_timeout(),
-        Duration::from_millis(100),
-        || async move {
-            for (i, n) in c.nodes().iter().enumerate() {
-                if i != old && rest_status(n, "/primary").await == Some(200) && can_write(n).await {
-                    return Ok(i);
-                }
-            }
-            Err("no other node is primary yet".to_string())
-        },
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_one_primary_two_streaming_replicas() {
     let cluster = ClusterFixture::builder("bootstrap").nodes(3).start().await;
-    let p = wait_primary(&cluster).await;
-    let replicas = wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    let replicas = cluster.wait_streaming_replicas(p, 2).await;
     assert_eq!(replicas.len(), 2);
 
     insert_row(cluster.node(p), "boot", 1).await;
@@ -79,7 +60,7 @@ async fn bootstrap_one_primary_two_streaming_replicas() {
 
     // The etcd layout Patroni's tools read.
     let prefix = cluster.prefix();
-    let etcd = cluster.etcd();
+    let etcd = &cluster.kv();
     assert_eq!(
         etcd.get(&format!("{prefix}leader")).await.as_deref(),
         Some(cluster.node(p).name())
@@ -130,8 +111,8 @@ async fn bootstrap_one_primary_two_streaming_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_crash_fails_over_and_old_primary_rejoins_with_rewind() {
     let mut cluster = ClusterFixture::builder("node_crash").nodes(3).start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     insert_row(cluster.node(p), "crash", 1).await;
     for i in (0..3).filter(|i| *i != p) {
         wait_row(&cluster, i, "crash", 1).await;
@@ -139,7 +120,7 @@ async fn node_crash_fails_over_and_old_primary_rejoins_with_rewind() {
 
     let t0 = Instant::now();
     cluster.node_mut(p).kill_all();
-    let q = wait_new_primary(&cluster, p).await;
+    let q = cluster.wait_new_primary(p).await;
     let window = t0.elapsed();
     eprintln!(
         "node crash: new primary {} writable {:.2}s after the kill",
@@ -155,12 +136,12 @@ async fn node_crash_fails_over_and_old_primary_rejoins_with_rewind() {
     // source's pg_control), and rejoins as a replica of the new one.
     cluster.node_mut(p).start();
     // the other replica follows the new primary; the row survived
-    wait_streaming_replicas(&cluster, q, 1).await;
+    cluster.wait_streaming_replicas(q, 1).await;
     let r = (0..3).find(|i| *i != p && *i != q).unwrap();
     wait_row(&cluster, q, "crash", 1).await;
     insert_row(cluster.node(q), "crash", 2).await;
     wait_row(&cluster, r, "crash", 2).await;
-    let names = wait_streaming_replicas(&cluster, q, 2).await;
+    let names = cluster.wait_streaming_replicas(q, 2).await;
     assert!(names.contains(&cluster.node(p).name().to_string()));
     assert_eq!(is_in_recovery(cluster.node(p)).await, Some(true));
     insert_row(cluster.node(q), "crash", 3).await;
@@ -192,11 +173,11 @@ async fn crashed_primary_with_standby_signal_rewinds_and_rejoins() {
         .nodes(3)
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     insert_row(cluster.node(p), "sig", 1).await;
     cluster.node_mut(p).kill_all();
-    let q = wait_new_primary(&cluster, p).await;
+    let q = cluster.wait_new_primary(p).await;
     insert_row(cluster.node(q), "sig", 2).await;
     let signal = cluster.node(p).data_dir().join("standby.signal");
     std::fs::write(&signal, b"").unwrap();
@@ -206,7 +187,7 @@ async fn crashed_primary_with_standby_signal_rewinds_and_rejoins() {
     );
     std::os::unix::fs::chown(&signal, Some(owner), None).unwrap();
     cluster.node_mut(p).start();
-    let names = wait_streaming_replicas(&cluster, q, 2).await;
+    let names = cluster.wait_streaming_replicas(q, 2).await;
     assert!(names.contains(&cluster.node(p).name().to_string()));
     insert_row(cluster.node(q), "sig", 3).await;
     wait_row(&cluster, p, "sig", 3).await;
@@ -220,14 +201,14 @@ async fn crashed_primary_with_standby_signal_rewinds_and_rejoins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crash_restarts_primary_in_place() {
     let cluster = ClusterFixture::builder("pg_crash").nodes(3).start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     let leader = cluster.leader().await;
     let old_pm = cluster.node(p).postmaster_pid().expect("postmaster");
 
     let t0 = Instant::now();
     cluster.node(p).kill_postgres();
-    let again = wait_primary(&cluster).await;
+    let again = cluster.wait_primary().await;
     eprintln!(
         "postgres crash: writable again after {:.2}s",
         t0.elapsed().as_secs_f64()
@@ -240,14 +221,14 @@ async fn postgres_crash_restarts_primary_in_place() {
     assert_ne!(cluster.node(p).postmaster_pid(), Some(old_pm));
     let patroni = rest_json(cluster.node(p), "/patroni").await.unwrap();
     assert_eq!(patroni["timeline"], 1, "no promotion happened: {patroni}");
-    wait_streaming_replicas(&cluster, p, 2).await;
+    cluster.wait_streaming_replicas(p, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_hands_over_well_before_ttl() {
     let mut cluster = ClusterFixture::builder("clean_stop").nodes(3).start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     insert_row(cluster.node(p), "stop", 1).await;
 
     let t0 = Instant::now();
@@ -260,7 +241,7 @@ async fn clean_stop_hands_over_well_before_ttl() {
         cluster.node(p).postmaster_pid().is_none(),
         "postgres outlived its agent"
     );
-    let q = wait_new_primary(&cluster, p).await;
+    let q = cluster.wait_new_primary(p).await;
     let window = t0.elapsed();
     eprintln!(
         "clean stop: new primary writable {:.2}s after SIGTERM",
@@ -274,49 +255,26 @@ async fn clean_stop_hands_over_well_before_ttl() {
 
     // Restarted, it rejoins as a replica (cleanly stopped: no rewind needed).
     cluster.node_mut(p).start();
-    let names = wait_streaming_replicas(&cluster, q, 2).await;
+    let names = cluster.wait_streaming_replicas(q, 2).await;
     assert!(names.contains(&cluster.node(p).name().to_string()));
-}
-
-/// Route every agent's etcd traffic through its own proxy, so one can be cut.
-async fn cluster_with_proxies(name: &str) -> (ClusterFixture, Vec<TcpProxy>) {
-    let mut cluster = ClusterFixture::builder(name)
-        .nodes(3)
-        .start_agents(false)
-        .start()
-        .await;
-    let mut proxies = Vec::new();
-    for i in 0..cluster.len() {
-        let proxy = TcpProxy::start(&cluster.etcd().endpoint()).await;
-        let mut cfg = cluster.node(i).config().clone();
-        cfg["etcd3"]["hosts"] = json!([proxy.endpoint()]);
-        cluster.node_mut(i).write_config(cfg);
-        proxies.push(proxy);
-    }
-    cluster.start_all();
-    (cluster, proxies)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_primary_cut_off_from_etcd_goes_read_only_before_ttl() {
-    let (cluster, proxies) = cluster_with_proxies("fencing_partition").await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
-    let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.pg_port()).collect();
-    let mut sampler = PrimarySampler::start(ports, Duration::from_millis(100));
-    wait_for(
-        "sampler running",
-        Duration::from_secs(5),
-        Duration::from_millis(50),
-        || async { (sampler.rounds() > 3).then_some(()) },
-    )
-    .await;
+    let cluster = ClusterFixture::builder("fencing_partition")
+        .nodes(3)
+        .proxied()
+        .start()
+        .await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
+    let mut sampler = cluster.sampler().await;
 
-    let cut_at = sampler.elapsed();
-    proxies[p].cut();
-    let q = wait_new_primary(&cluster, p).await;
+    let cut_at = Instant::now();
+    cluster.cut_dcs(p);
+    let q = cluster.wait_new_primary(p).await;
     let demoted_at = sampler
-        .first_not_primary_after(cluster.node(p).pg_port(), cut_at)
+        .first_not_primary(p, cut_at)
         .expect("old primary never stopped being primary");
     let fenced = demoted_at - cut_at;
     eprintln!(
@@ -329,11 +287,11 @@ async fn fencing_primary_cut_off_from_etcd_goes_read_only_before_ttl() {
     );
 
     // Heal: the old primary rejoins as a replica of the new one.
-    proxies[p].heal();
-    let names = wait_streaming_replicas(&cluster, q, 2).await;
+    cluster.heal_dcs(p);
+    let names = cluster.wait_streaming_replicas(q, 2).await;
     assert!(names.contains(&cluster.node(p).name().to_string()));
     sampler.stop().await;
-    let splits = sampler.split_brains();
+    let splits = sampler.all_split_brains();
     assert!(splits.is_empty(), "two primaries at once: {splits:?}");
 }
 
@@ -343,29 +301,20 @@ async fn fencing_etcd_stopped_primary_demotes_and_cluster_recovers() {
         .nodes(3)
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
-    let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.pg_port()).collect();
-    let mut sampler = PrimarySampler::start(ports, Duration::from_millis(100));
-    wait_for(
-        "sampler running",
-        Duration::from_secs(5),
-        Duration::from_millis(50),
-        || async { (sampler.rounds() > 3).then_some(()) },
-    )
-    .await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
+    let mut sampler = cluster.sampler().await;
 
-    let stop_at = sampler.elapsed();
+    let stop_at = Instant::now();
     cluster.etcd().pause();
-    let pport = cluster.node(p).pg_port();
-    wait_for(
+    let fenced = wait_for(
         "the primary to fence itself",
         TTL,
         Duration::from_millis(100),
-        || async { sampler.first_not_primary_after(pport, stop_at).map(|_| ()) },
+        || async { sampler.first_not_primary(p, stop_at) },
     )
-    .await;
-    let fenced = sampler.first_not_primary_after(pport, stop_at).unwrap() - stop_at;
+    .await
+        - stop_at;
     eprintln!(
         "fencing (etcd stopped): primary read-only {:.2}s after SIGSTOP",
         fenced.as_secs_f64()
@@ -373,18 +322,18 @@ async fn fencing_etcd_stopped_primary_demotes_and_cluster_recovers() {
     // Keep etcd away for longer than the lease, then bring it back.
     tokio::time::sleep(TTL).await;
     cluster.etcd().resume();
-    let q = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, q, 2).await;
+    let q = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(q, 2).await;
     sampler.stop().await;
-    let splits = sampler.split_brains();
+    let splits = sampler.all_split_brains();
     assert!(splits.is_empty(), "two primaries at once: {splits:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_replica_is_not_promoted() {
     let mut cluster = ClusterFixture::builder("lagging").nodes(3).start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     let mut others = (0..3).filter(|i| *i != p);
     let (lag, gone) = (others.next().unwrap(), others.next().unwrap());
     // One replica leaves; the other stops replaying and falls behind by > 1 MB.
@@ -407,7 +356,7 @@ async fn lagging_replica_is_not_promoted() {
     .unwrap()[0]
         .get(0);
     let key = format!("{}status", cluster.prefix());
-    let etcd = cluster.etcd();
+    let etcd = &cluster.kv();
     wait_for(
         "status optime to include the big write",
         Duration::from_secs(10),
@@ -444,14 +393,14 @@ async fn lagging_replica_is_not_promoted() {
     execute(cluster.node(lag), "SELECT pg_wal_replay_resume()")
         .await
         .unwrap();
-    let q = wait_primary(&cluster).await;
+    let q = cluster.wait_primary().await;
     assert_eq!(q, lag);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_name_is_refused() {
     let cluster = ClusterFixture::builder("duplicate").nodes(1).start().await;
-    let p = wait_primary(&cluster).await;
+    let p = cluster.wait_primary().await;
     // A second agent with the same name but its own ports and directory.
     let node = cluster.node(p);
     let dir = cluster.dir().subdir("dup");
@@ -582,25 +531,17 @@ async fn frozen_primary_agent_is_fenced_and_rejoins_as_replica() {
         .nodes(3)
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
-    let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.pg_port()).collect();
-    let mut sampler = PrimarySampler::start(ports, Duration::from_millis(100));
-    wait_for(
-        "sampler running",
-        Duration::from_secs(5),
-        Duration::from_millis(50),
-        || async { (sampler.rounds() > 3).then_some(()) },
-    )
-    .await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
+    let mut sampler = cluster.sampler().await;
 
     // The agent freezes (postgres keeps running): its lease runs out, a replica
     // takes over, and the fence must have stopped the old primary before that.
-    let frozen_at = sampler.elapsed();
+    let frozen_at = Instant::now();
     cluster.node(p).pause_agent();
-    let q = wait_new_primary(&cluster, p).await;
+    let q = cluster.wait_new_primary(p).await;
     let fenced = sampler
-        .first_not_primary_after(cluster.node(p).pg_port(), frozen_at)
+        .first_not_primary(p, frozen_at)
         .expect("the frozen agent's postgres stayed primary")
         - frozen_at;
     eprintln!(
@@ -611,10 +552,10 @@ async fn frozen_primary_agent_is_fenced_and_rejoins_as_replica() {
 
     // Thawed, it sees it lost the lock and comes back as a replica.
     cluster.node(p).resume_agent();
-    let names = wait_streaming_replicas(&cluster, q, 2).await;
+    let names = cluster.wait_streaming_replicas(q, 2).await;
     assert!(names.contains(&cluster.node(p).name().to_string()));
     sampler.stop().await;
-    let splits = sampler.split_brains();
+    let splits = sampler.all_split_brains();
     assert!(splits.is_empty(), "two primaries at once: {splits:?}");
 }
 
@@ -630,8 +571,8 @@ async fn default_timings_idle_cluster_stays_stable() {
         .retry_timeout(10)
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 1).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 1).await;
     let leader = cluster.leader().await;
     // three loops of idling
     tokio::time::sleep(Duration::from_secs(32)).await;

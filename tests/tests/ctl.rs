@@ -18,30 +18,9 @@ const AUTH: (&str, &str) = ("admin", "ctl-secret");
 /// A verb that may prompt gets this long to refuse.
 const PROMPT_DEADLINE: Duration = Duration::from_secs(20);
 
-async fn healthy(builder: ClusterBuilder) -> (ClusterFixture, usize) {
-    let cluster = builder.start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, cluster.len() - 1).await;
-    wait_all_running(&cluster).await;
-    (cluster, p)
-}
-
-/// A JSON key of this cluster (`config`, `members/node0`, ...), `Null` when absent.
-async fn key(cluster: &ClusterFixture, rel: &str) -> Value {
-    match cluster
-        .etcd()
-        .get(&format!("{}{rel}", cluster.prefix()))
-        .await
-    {
-        Some(text) => serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{rel} is not JSON ({e}): {text}")),
-        None => Value::Null,
-    }
-}
-
 async fn system_id(cluster: &ClusterFixture) -> String {
     cluster
-        .etcd()
+        .kv()
         .get(&format!("{}initialize", cluster.prefix()))
         .await
         .expect("the initialize key exists")
@@ -87,17 +66,6 @@ async fn wait_list_settled(ctl: &Cli, leader: &str, tl: u64) {
         },
     )
     .await
-}
-
-async fn wait_leader(cluster: &ClusterFixture, name: &str) {
-    let what = format!("{name} to hold the leader key");
-    wait_for(
-        &what,
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || async move { (cluster.leader().await.as_deref() == Some(name)).then_some(()) },
-    )
-    .await;
 }
 
 /// Wait until the postmaster of node `i` is a new process (not `old`), and return it.
@@ -194,10 +162,13 @@ async fn usage_errors_exit_2_without_touching_a_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_verbs_member_actions_configuration_and_refusals() {
-    let (cluster, p) = healthy(ClusterFixture::builder("ctl_ops").configure(|_, cfg| {
-        cfg["restapi"]["authentication"] = json!({"username": AUTH.0, "password": AUTH.1});
-    }))
-    .await;
+    let cluster = ClusterFixture::builder("ctl_ops")
+        .configure(|_, cfg| {
+            cfg["restapi"]["authentication"] = json!({"username": AUTH.0, "password": AUTH.1});
+        })
+        .start()
+        .await;
+    let p = cluster.wait_healthy().await;
     let scope = cluster.scope().to_string();
     let leader = cluster.node(p).name().to_string();
     let replicas: Vec<usize> = (0..3).filter(|i| *i != p).collect();
@@ -370,7 +341,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
     run.assert_code(1).assert_stderr_contains(&leader);
     assert_eq!(cluster.leader().await.as_deref(), Some(leader.as_str()));
     assert_eq!(system_id(&cluster).await, sysid);
-    assert_eq!(key(&cluster, "config").await["ttl"], 6);
+    assert_eq!(cluster.key_json("config").await["ttl"], 6);
     for (n, pid) in cluster.nodes().iter().zip(&pids) {
         assert_eq!(
             n.postmaster_pid(),
@@ -387,7 +358,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
     let r1_pid = wait_new_postmaster(&cluster, r1, pids[r1]).await;
     assert_eq!(cluster.node(r2).postmaster_pid(), Some(pids[r2]));
     assert_eq!(cluster.node(p).postmaster_pid(), Some(pids[p]));
-    wait_streaming_replicas(&cluster, p, 2).await;
+    cluster.wait_streaming_replicas(p, 2).await;
     let run = ctl
         .run(&["restart", &scope, "--role", "replica", "--force"])
         .await;
@@ -399,7 +370,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
     wait_new_postmaster(&cluster, r2, pids[r2]).await;
     assert_eq!(cluster.node(p).postmaster_pid(), Some(pids[p]));
     assert_eq!(cluster.leader().await.as_deref(), Some(leader.as_str()));
-    wait_streaming_replicas(&cluster, p, 2).await;
+    cluster.wait_streaming_replicas(p, 2).await;
 
     // ---- reload every member
     let run = ctl.run(&["reload", &scope, "--force"]).await;
@@ -428,7 +399,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
         log.contains("reinitializing from"),
         "no re-clone in the log"
     );
-    wait_streaming_replicas(&cluster, p, 2).await;
+    cluster.wait_streaming_replicas(p, 2).await;
     let rows = sql(cluster.node(r2), "SELECT v FROM ctl_reinit")
         .await
         .unwrap();
@@ -449,7 +420,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
         Duration::from_secs(10),
         Duration::from_millis(100),
         || async move {
-            let m = key(c, &format!("members/{r1n}")).await;
+            let m = c.key_json(&format!("members/{r1n}")).await;
             m["scheduled_restart"]["schedule"].is_string().then_some(())
         },
     )
@@ -468,7 +439,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
         Duration::from_secs(10),
         Duration::from_millis(100),
         || async move {
-            let m = key(c, &format!("members/{r1n}")).await;
+            let m = c.key_json(&format!("members/{r1n}")).await;
             m.get("scheduled_restart").is_none().then_some(())
         },
     )
@@ -483,7 +454,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
     let run = ctl.run(&["pause", "--wait"]).await;
     run.assert_success()
         .assert_stdout_contains("Success: cluster management is paused");
-    assert_eq!(key(&cluster, "config").await["pause"], true);
+    assert_eq!(cluster.key_json("config").await["pause"], true);
     for n in cluster.nodes() {
         assert_eq!(rest_json(n, "/patroni").await.unwrap()["pause"], true);
     }
@@ -498,7 +469,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
     let run = ctl.run(&["resume", "--wait"]).await;
     run.assert_success()
         .assert_stdout_contains("Success: cluster management is resumed");
-    assert_ne!(key(&cluster, "config").await["pause"], true);
+    assert_ne!(cluster.key_json("config").await["pause"], true);
     for n in cluster.nodes() {
         assert_ne!(rest_json(n, "/patroni").await.unwrap()["pause"], true);
     }
@@ -508,7 +479,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
     // ---- edit-config: an invalid value is refused and names the key
     let run = ctl.run(&["edit-config", "-s", "ttl=3", "--force"]).await;
     run.assert_code(1).assert_stderr_contains("ttl");
-    assert_eq!(key(&cluster, "config").await["ttl"], 6);
+    assert_eq!(cluster.key_json("config").await["ttl"], 6);
     let run = ctl.run(&["edit-config", "-s", "ttl=6", "--force"]).await;
     run.assert_success().assert_stdout_contains("Not changed");
     let run = ctl
@@ -530,7 +501,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
         .assert_stdout_contains("+loop_wait: 2\n")
         .assert_stdout_contains("+    work_mem: 8MB\n")
         .assert_stdout_contains("Configuration changed");
-    let config = key(&cluster, "config").await;
+    let config = cluster.key_json("config").await;
     assert_eq!(config["ttl"], 20, "{config}");
     assert_eq!(config["loop_wait"], 2, "{config}");
     assert_eq!(config["retry_timeout"], 2, "other keys are kept: {config}");
@@ -597,8 +568,11 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_failover_and_their_refusals() {
     // node2 may never lead: node0 or node1 bootstraps, the other is the candidate.
-    let (cluster, p) =
-        healthy(ClusterFixture::builder("ctl_switch").tags(2, json!({"nofailover": true}))).await;
+    let cluster = ClusterFixture::builder("ctl_switch")
+        .tags(2, json!({"nofailover": true}))
+        .start()
+        .await;
+    let p = cluster.wait_healthy().await;
     assert_ne!(p, 2, "the nofailover member bootstrapped");
     let c = 1 - p;
     let scope = cluster.scope().to_string();
@@ -685,7 +659,7 @@ async fn switchover_failover_and_their_refusals() {
     let run = ctl.run(&["switchover", "other_cluster", "--force"]).await;
     run.assert_failure().assert_stderr_contains("no leader");
     assert_eq!(cluster.leader().await.as_deref(), Some(leader.as_str()));
-    assert_eq!(key(&cluster, "failover").await.get("scheduled_at"), None);
+    assert_eq!(cluster.key_json("failover").await.get("scheduled_at"), None);
 
     // ---- switchover: progress, the write-unavailability estimate, the new leader
     let run = ctl
@@ -719,8 +693,8 @@ async fn switchover_failover_and_their_refusals() {
     let row = after.row_where("Member", &cand).unwrap();
     assert_eq!(after.cell(row, "Role"), "Leader", "{run}");
     assert_eq!(cluster.leader().await.as_deref(), Some(cand.as_str()));
-    assert_eq!(wait_primary(&cluster).await, c);
-    let names = wait_streaming_replicas(&cluster, c, 2).await;
+    assert_eq!(cluster.wait_primary().await, c);
+    let names = cluster.wait_streaming_replicas(c, 2).await;
     assert!(names.contains(&leader), "{names:?}");
     wait_list_settled(&ctl, &cand, 2).await;
     let run = ctl.run(&["history"]).await;
@@ -736,9 +710,9 @@ async fn switchover_failover_and_their_refusals() {
         .await;
     run.assert_success()
         .assert_stdout_contains(&format!("Successfully failed over to \"{leader}\""));
-    wait_leader(&cluster, &leader).await;
-    assert_eq!(wait_primary(&cluster).await, p);
-    let names = wait_streaming_replicas(&cluster, p, 2).await;
+    cluster.wait_leader(&leader).await;
+    assert_eq!(cluster.wait_primary().await, p);
+    let names = cluster.wait_streaming_replicas(p, 2).await;
     assert!(names.contains(&cand), "{names:?}");
     wait_list_settled(&ctl, &leader, 3).await;
     let run = ctl.run(&["history", "-f", "json"]).await;
@@ -820,7 +794,7 @@ async fn switchover_failover_and_their_refusals() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    wait_streaming_replicas(&cluster, p, 2).await;
+    cluster.wait_streaming_replicas(p, 2).await;
 
     // ---- checked last, all together, so that the rest ran whatever they say
     let mut broken: Vec<String> = Vec::new();

@@ -10,15 +10,6 @@ async fn send(node: &Node, method: &str, path: &str, body: Option<Value>) -> Opt
     rest_send_as(node, method, path, body.as_ref(), None).await
 }
 
-/// A started 2-node cluster with its primary and the replica streaming.
-async fn healthy(name: &str) -> (ClusterFixture, usize) {
-    let cluster = ClusterFixture::builder(name).nodes(2).start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 1).await;
-    wait_all_running(&cluster).await;
-    (cluster, p)
-}
-
 /// Every agent process still runs.
 fn assert_agents_alive(cluster: &mut ClusterFixture, after: &str) {
     for i in 0..cluster.len() {
@@ -36,15 +27,16 @@ fn assert_agents_alive(cluster: &mut ClusterFixture, after: &str) {
 /// `patronictl edit-config` does: no validation by any agent).
 async fn put_config_raw(cluster: &ClusterFixture, edit: impl Fn(&mut Value)) {
     let key = format!("{}config", cluster.prefix());
-    let raw = cluster.etcd().get(&key).await.expect("config key");
+    let raw = cluster.kv().get(&key).await.expect("config key");
     let mut v: Value = serde_json::from_str(&raw).expect("config is JSON");
     edit(&mut v);
-    cluster.etcd().put(&key, &v.to_string()).await;
+    cluster.kv().put(&key, &v.to_string()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_survives_values_patroni_writes_and_a_bad_field() {
-    let (cluster, p) = healthy("edgepause").await;
+    let cluster = ClusterFixture::builder("edgepause").nodes(2).start().await;
+    let p = cluster.wait_healthy().await;
     let r = 1 - p;
     // pause through the API, as `patronictl pause` does
     let (code, body) = send(
@@ -142,12 +134,13 @@ async fn pause_survives_values_patroni_writes_and_a_bad_field() {
     .await
     .expect("answer");
     assert_eq!(code, 200, "{body}");
-    wait_primary(&cluster).await;
+    cluster.wait_primary().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_or_stored_value_crashes_an_agent() {
-    let (mut cluster, p) = healthy("edgecrash").await;
+    let mut cluster = ClusterFixture::builder("edgecrash").nodes(2).start().await;
+    let p = cluster.wait_healthy().await;
     let r = 1 - p;
     // POST /restart with a timeout no Duration can hold
     for timeout in [json!(1e300), json!(-1), json!("1e400"), json!(f64::MAX)] {
@@ -251,7 +244,8 @@ async fn no_request_or_stored_value_crashes_an_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaving_leader_publishes_its_last_wal_position_and_the_winner_logs_after_winning() {
-    let (mut cluster, p) = healthy("edgeleave").await;
+    let mut cluster = ClusterFixture::builder("edgeleave").nodes(2).start().await;
+    let p = cluster.wait_healthy().await;
     let r = 1 - p;
     // writes right before the stop: the last published optime is older than them
     execute(
@@ -271,7 +265,7 @@ async fn a_leaving_leader_publishes_its_last_wal_position_and_the_winner_logs_af
         .stop_term(Duration::from_secs(60))
         .expect("the leader's agent stops");
     let status = cluster
-        .etcd()
+        .kv()
         .get(&format!("{}status", cluster.prefix()))
         .await
         .expect("status key");

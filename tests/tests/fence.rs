@@ -81,7 +81,7 @@ async fn freeze_and_watch(cluster: &ClusterFixture, p: usize) -> (Duration, Dura
         .expect("the primary's postmaster runs");
     let key = format!("{}leader", cluster.prefix());
     assert_eq!(
-        cluster.etcd().try_get(&key).await.ok().flatten().as_deref(),
+        cluster.kv().try_get(&key).await.ok().flatten().as_deref(),
         Some(node.name()),
         "{} does not hold the leader key",
         node.name()
@@ -94,7 +94,7 @@ async fn freeze_and_watch(cluster: &ClusterFixture, p: usize) -> (Duration, Dura
             fenced = Some(t0.elapsed());
         }
         if key_gone.is_none() {
-            if let Ok(v) = cluster.etcd().try_get(&key).await {
+            if let Ok(v) = cluster.kv().try_get(&key).await {
                 if v.as_deref() != Some(node.name()) {
                     key_gone = Some(t0.elapsed());
                 }
@@ -125,29 +125,10 @@ async fn freeze_and_watch(cluster: &ClusterFixture, p: usize) -> (Duration, Dura
 /// Thaw node `p` and wait until it streams from the new primary.
 async fn thaw_and_rejoin(cluster: &ClusterFixture, p: usize) {
     cluster.node(p).resume_agent();
-    let q = wait_primary(cluster).await;
+    let q = cluster.wait_primary().await;
     assert_ne!(q, p);
-    let names = wait_streaming_replicas(cluster, q, 2).await;
+    let names = cluster.wait_streaming_replicas(q, 2).await;
     assert!(names.contains(&cluster.node(p).name().to_string()));
-}
-
-/// Route every agent's etcd traffic through its own proxy.
-async fn cluster_with_proxies(name: &str) -> (ClusterFixture, Vec<TcpProxy>) {
-    let mut cluster = ClusterFixture::builder(name)
-        .nodes(3)
-        .start_agents(false)
-        .start()
-        .await;
-    let mut proxies = Vec::new();
-    for i in 0..cluster.len() {
-        let proxy = TcpProxy::start(&cluster.etcd().endpoint()).await;
-        let mut cfg = cluster.node(i).config().clone();
-        cfg["etcd3"]["hosts"] = json!([proxy.endpoint()]);
-        cluster.node_mut(i).write_config(cfg);
-        proxies.push(proxy);
-    }
-    cluster.start_all();
-    (cluster, proxies)
 }
 
 // ---------------------------------------------------------------- the watchdog
@@ -262,8 +243,8 @@ async fn killed_watchdog_is_replaced_and_still_fences_a_frozen_agent() {
         .nodes(3)
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     let agent = cluster.node(p).pid().expect("the primary's agent runs");
     let old = watchdogs_of(agent);
     assert_eq!(old.len(), 1, "one watchdog per agent: {old:?}");
@@ -342,8 +323,8 @@ async fn frozen_agent_with_failing_probe_is_still_fenced() {
         .nodes(3)
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     execute(cluster.node(p), "CREATE TABLE fence_probe (v int)")
         .await
         .unwrap();
@@ -362,7 +343,7 @@ async fn frozen_agent_with_failing_probe_is_still_fenced() {
     // ...as the HA loop itself sees it: its member key says so (REST's /patroni
     // asks postgres directly); the cycle that published it set the fence next...
     let key = format!("{}members/{}", cluster.prefix(), cluster.node(p).name());
-    let (key, etcd) = (&key, cluster.etcd());
+    let (key, etcd) = (&key, &cluster.kv());
     wait_for(
         "the loop to publish its postgres as not answering",
         Duration::from_secs(15),
@@ -451,9 +432,13 @@ async fn echo_rtt(c: &mut tokio::net::TcpStream, proxy: &TcpProxy, latency: Dura
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_etcd_does_not_fence_a_healthy_primary() {
     const LATENCY: Duration = Duration::from_millis(500);
-    let (cluster, proxies) = cluster_with_proxies("fence_slow_etcd").await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let cluster = ClusterFixture::builder("fence_slow_etcd")
+        .nodes(3)
+        .proxied()
+        .start()
+        .await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     let node = cluster.node(p);
     let pm = node.postmaster_pid().expect("postmaster");
     execute(node, "CREATE TABLE slow_etcd (v bigint)")
@@ -462,7 +447,7 @@ async fn slow_etcd_does_not_fence_a_healthy_primary() {
     let client = try_connect(node).await.unwrap();
     let status_key = format!("{}status", cluster.prefix());
 
-    proxies[p].set_latency(LATENCY);
+    cluster.slow_dcs(p, LATENCY);
     let t0 = Instant::now();
     let mut writes = 0u64;
     let mut failed_writes = vec![];
@@ -481,7 +466,7 @@ async fn slow_etcd_does_not_fence_a_healthy_primary() {
         if !matches!(w, Ok(Ok(()))) {
             failed_writes.push((t0.elapsed(), format!("{w:?}")));
         }
-        if let Ok(Some(v)) = cluster.etcd().try_get(&status_key).await {
+        if let Ok(Some(v)) = cluster.kv().try_get(&status_key).await {
             match &last_status {
                 Some((old, at)) if *old != v => {
                     cycles.push(at.elapsed());
@@ -503,7 +488,7 @@ async fn slow_etcd_does_not_fence_a_healthy_primary() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    proxies[p].set_latency(Duration::ZERO);
+    cluster.heal_dcs(p);
     cycles.sort();
     let median = cycles.get(cycles.len() / 2).copied().unwrap_or_default();
     let max = cycles.last().copied().unwrap_or_default();

@@ -41,8 +41,8 @@ fn node_of(cluster: &ClusterFixture, server: &str) -> usize {
 /// HAProxy routing to them; returns the primary's index.
 async fn routed(name: &str) -> (ClusterFixture, HaproxyFixture, usize) {
     let cluster = ClusterFixture::builder(name).nodes(3).start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     let ha = HaproxyFixture::start(&cluster);
     let replicas: Vec<usize> = (0..3).filter(|i| *i != p).collect();
     ha.wait_up("primary", &strs(&names(&cluster, &[p])), ROUTING)
@@ -164,7 +164,13 @@ async fn writes_reach_the_primary_and_reads_the_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_and_switchover_through_haproxy() {
     let (mut cluster, ha, p) = routed("haproxy_failover").await;
-    let writer = Writer::start(ha.primary_port(), Duration::from_millis(20)).await;
+    let mut writer = Writer::start(
+        Pg::local(ha.primary_port()),
+        Duration::from_millis(20),
+        Duration::from_secs(1),
+    )
+    .await
+    .expect("start the writer");
     writer
         .wait_ack_after(Instant::now(), Duration::from_secs(10))
         .await;
@@ -185,7 +191,6 @@ async fn failover_and_switchover_through_haproxy() {
         .await;
     let q = node_of(&cluster, &first.server);
     let (window, before, _) = writer
-        .log()
         .handover(killed, |a| node_of(c, &a.server) != p)
         .expect("writes before and after the kill");
     assert_eq!(node_of(&cluster, &before.server), p);
@@ -216,7 +221,7 @@ async fn failover_and_switchover_through_haproxy() {
     // The old primary rejoins as a replica and gets read traffic again.
     cluster.node_mut(p).start();
     let c = &cluster;
-    wait_streaming_replicas(&cluster, q, 2).await;
+    cluster.wait_streaming_replicas(q, 2).await;
     ha.wait_up("replicas", &strs(&names(&cluster, &[p, r])), ROUTING)
         .await;
 
@@ -241,8 +246,9 @@ async fn failover_and_switchover_through_haproxy() {
         .await;
     ha.wait_up("primary", &[cluster.node(p).name()], ROUTING)
         .await;
-    let log = writer.stop().await;
-    let (gap, _, _) = log
+    writer.stop().await;
+    let acks = writer.acks();
+    let (gap, _, _) = writer
         .handover(switched, |a| node_of(c, &a.server) == p)
         .expect("writes before and after the switchover");
     eprintln!(
@@ -258,8 +264,7 @@ async fn failover_and_switchover_through_haproxy() {
     // new primary, no later write landed anywhere else.
     for (from, node) in [(first.at, q), (on_p.at, p)] {
         let end = if node == q { on_p.at } else { Instant::now() };
-        let stray: Vec<&Ack> = log
-            .acks
+        let stray: Vec<&Ack> = acks
             .iter()
             .filter(|a| a.at >= from && a.at < end && node_of(&cluster, &a.server) != node)
             .collect();

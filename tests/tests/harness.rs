@@ -128,18 +128,19 @@ async fn etcd_fixture_keys_pause_resume_and_restart() {
     let mut etcd = EtcdFixture::start(&dir).await;
     assert!(etcd.endpoint().starts_with("127.0.0.1:"));
     assert!(etcd.is_healthy().await);
+    let kv = etcd.client();
 
-    etcd.put("/service/smoke/leader", "node0").await;
-    etcd.put("/service/smoke/members/node0", r#"{"role":"primary"}"#)
+    kv.put("/service/smoke/leader", "node0").await;
+    kv.put("/service/smoke/members/node0", r#"{"role":"primary"}"#)
         .await;
-    etcd.put("/service/smokey/other", "not in the prefix").await;
+    kv.put("/service/smokey/other", "not in the prefix").await;
     assert_eq!(
-        etcd.get("/service/smoke/leader").await.as_deref(),
+        kv.get("/service/smoke/leader").await.as_deref(),
         Some("node0")
     );
-    assert_eq!(etcd.get("/service/smoke/nothing").await, None);
+    assert_eq!(kv.get("/service/smoke/nothing").await, None);
     assert_eq!(
-        etcd.get_prefix("/service/smoke/").await,
+        kv.get_prefix("/service/smoke/").await,
         vec![
             ("/service/smoke/leader".to_string(), "node0".to_string()),
             (
@@ -148,8 +149,8 @@ async fn etcd_fixture_keys_pause_resume_and_restart() {
             ),
         ]
     );
-    assert_eq!(etcd.delete("/service/smoke/leader").await, 1);
-    assert_eq!(etcd.get("/service/smoke/leader").await, None);
+    assert_eq!(kv.delete("/service/smoke/leader").await, 1);
+    assert_eq!(kv.get("/service/smoke/leader").await, None);
 
     // Paused: the process is stopped and requests time out.
     let pid = etcd.pid().expect("etcd running") as i32;
@@ -162,7 +163,7 @@ async fn etcd_fixture_keys_pause_resume_and_restart() {
     )
     .await;
     assert!(!etcd.is_healthy().await, "a paused etcd cannot answer");
-    assert!(etcd.try_get("/service/smoke/members/node0").await.is_err());
+    assert!(kv.try_get("/service/smoke/members/node0").await.is_err());
     etcd.resume();
     let e = &etcd;
     wait_for(
@@ -180,7 +181,7 @@ async fn etcd_fixture_keys_pause_resume_and_restart() {
     assert!(!etcd.is_healthy().await);
     etcd.restart().await;
     assert_eq!(
-        etcd.get("/service/smoke/members/node0").await.as_deref(),
+        kv.get("/service/smoke/members/node0").await.as_deref(),
         Some(r#"{"role":"primary"}"#)
     );
 
@@ -346,9 +347,9 @@ async fn cluster_fixture_controls_and_cleans_up_processes() {
         .nodes(2)
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
+    let p = cluster.wait_primary().await;
     let r = 1 - p;
-    let replicas = wait_streaming_replicas(&cluster, p, 1).await;
+    let replicas = cluster.wait_streaming_replicas(p, 1).await;
     assert_eq!(replicas, vec![cluster.node(r).name().to_string()]);
     assert_eq!(
         cluster.leader().await.as_deref(),
@@ -361,7 +362,7 @@ async fn cluster_fixture_controls_and_cleans_up_processes() {
         .expect("GET /patroni");
     assert_eq!(patroni["patroni"]["name"], cluster.node(p).name());
     assert!(cluster
-        .etcd()
+        .kv()
         .get_prefix(&format!("{}members/", cluster.prefix()))
         .await
         .iter()
@@ -389,7 +390,7 @@ async fn cluster_fixture_controls_and_cleans_up_processes() {
     assert!(!cluster.node_mut(r).is_running());
     cluster.node_mut(r).start();
     assert!(cluster.node_mut(r).is_running());
-    wait_streaming_replicas(&cluster, p, 1).await;
+    cluster.wait_streaming_replicas(p, 1).await;
 
     // kill_postgres SIGKILLs exactly the postmaster of that node.
     let pm = cluster

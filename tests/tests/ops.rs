@@ -20,33 +20,14 @@ async fn send(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u1
         .unwrap_or_else(|| panic!("no answer to {method} {path} from {}", node.name()))
 }
 
-/// A started 3-node cluster with its primary and both replicas streaming.
-async fn healthy(name: &str) -> (ClusterFixture, usize) {
-    let cluster = ClusterFixture::builder(name).nodes(3).start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
-    wait_all_running(&cluster).await;
-    (cluster, p)
-}
-
 fn other(cluster: &ClusterFixture, not: &[usize]) -> usize {
     (0..cluster.len()).find(|i| !not.contains(i)).unwrap()
 }
 
-async fn wait_leader(cluster: &ClusterFixture, name: &str) {
-    let what = format!("{name} to hold the leader key");
-    wait_for(
-        &what,
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || async move { (cluster.leader().await.as_deref() == Some(name)).then_some(()) },
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_hands_over_and_old_leader_follows_without_rewind() {
-    let (cluster, p) = healthy("switchover").await;
+    let cluster = ClusterFixture::builder("switchover").nodes(3).start().await;
+    let p = cluster.wait_healthy().await;
     let c = other(&cluster, &[p]);
     let (leader, cand) = (
         cluster.node(p).name().to_string(),
@@ -72,10 +53,10 @@ async fn switchover_hands_over_and_old_leader_follows_without_rewind() {
     );
     assert_eq!(code, 200, "{body}");
     assert_eq!(body, format!("Successfully switched over to \"{cand}\""));
-    let q = wait_primary(&cluster).await;
+    let q = cluster.wait_primary().await;
     assert_eq!(q, c);
     // the old leader streams from the candidate, without pg_rewind, with the data
-    let names = wait_streaming_replicas(&cluster, c, 2).await;
+    let names = cluster.wait_streaming_replicas(c, 2).await;
     assert!(names.contains(&leader), "{names:?}");
     let log = std::fs::read_to_string(cluster.node(p).log_path()).unwrap();
     assert!(
@@ -89,7 +70,7 @@ async fn switchover_hands_over_and_old_leader_follows_without_rewind() {
     // the failover key is gone and history names the new leader
     assert_eq!(
         cluster
-            .etcd()
+            .kv()
             .get(&format!("{}failover", cluster.prefix()))
             .await
             .as_deref()
@@ -105,7 +86,8 @@ async fn switchover_hands_over_and_old_leader_follows_without_rewind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switchover_and_failover_refusals() {
-    let (cluster, p) = healthy("refusals").await;
+    let cluster = ClusterFixture::builder("refusals").nodes(3).start().await;
+    let p = cluster.wait_healthy().await;
     let c = other(&cluster, &[p]);
     let (leader, cand) = (
         cluster.node(p).name().to_string(),
@@ -201,10 +183,10 @@ async fn nofailover_candidate_is_refused() {
         .start()
         .await;
     // the tagged node never bootstraps, so node index 0 leads
-    let p = wait_primary(&cluster).await;
+    let p = cluster.wait_primary().await;
     assert_eq!(p, 0);
-    wait_streaming_replicas(&cluster, p, 1).await;
-    wait_all_running(&cluster).await;
+    cluster.wait_streaming_replicas(p, 1).await;
+    cluster.wait_all_running().await;
     let tagged = cluster.node(1).name().to_string();
     let leader = cluster.node(p).name().to_string();
     let (code, text) = post(
@@ -219,19 +201,24 @@ async fn nofailover_candidate_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_to_a_candidate() {
-    let (cluster, p) = healthy("failover_candidate").await;
+    let cluster = ClusterFixture::builder("failover_candidate")
+        .nodes(3)
+        .start()
+        .await;
+    let p = cluster.wait_healthy().await;
     let c = other(&cluster, &[p]);
     let cand = cluster.node(c).name().to_string();
     let (code, body) = post(cluster.node(c), "/failover", json!({"candidate": cand})).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(&format!("\"{cand}\"")), "{body}");
-    assert_eq!(wait_primary(&cluster).await, c);
-    wait_streaming_replicas(&cluster, c, 2).await;
+    assert_eq!(cluster.wait_primary().await, c);
+    cluster.wait_streaming_replicas(c, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_switchover_fires_on_time_and_can_be_cancelled() {
-    let (cluster, p) = healthy("scheduled").await;
+    let cluster = ClusterFixture::builder("scheduled").nodes(3).start().await;
+    let p = cluster.wait_healthy().await;
     let c = other(&cluster, &[p]);
     let (leader, cand) = (
         cluster.node(p).name().to_string(),
@@ -282,11 +269,11 @@ async fn scheduled_switchover_fires_on_time_and_can_be_cancelled() {
         Some(leader.as_str()),
         "fired early"
     );
-    wait_leader(&cluster, &cand).await;
+    cluster.wait_leader(&cand).await;
     let fired = chrono_now();
     assert!(fired >= fire_at, "fired at {fired}, scheduled {fire_at}");
     assert!(fired <= fire_at + 10, "fired late: {fired} vs {fire_at}");
-    wait_streaming_replicas(&cluster, c, 2).await;
+    cluster.wait_streaming_replicas(c, 2).await;
 }
 
 fn chrono_now() -> i64 {
@@ -321,7 +308,8 @@ fn iso(t: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_stops_automation_and_resume_restores_it() {
-    let (cluster, p) = healthy("pause").await;
+    let cluster = ClusterFixture::builder("pause").nodes(3).start().await;
+    let p = cluster.wait_healthy().await;
     let (code, body) = send(
         cluster.node(p),
         "PATCH",
@@ -368,8 +356,8 @@ async fn pause_stops_automation_and_resume_restores_it() {
     )
     .await;
     assert_eq!(code, 200, "{body}");
-    let q = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, q, 2).await;
+    let q = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(q, 2).await;
     assert!(rest_json(cluster.node(q), "/patroni")
         .await
         .unwrap()
@@ -379,7 +367,11 @@ async fn pause_stops_automation_and_resume_restores_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_without_failover_when_the_primary_is_healthy() {
-    let (cluster, p) = healthy("pause_resume").await;
+    let cluster = ClusterFixture::builder("pause_resume")
+        .nodes(3)
+        .start()
+        .await;
+    let p = cluster.wait_healthy().await;
     let leader = cluster.leader().await;
     assert_eq!(
         send(
@@ -406,25 +398,26 @@ async fn resume_without_failover_when_the_primary_is_healthy() {
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(cluster.leader().await, leader);
-    assert_eq!(wait_primary(&cluster).await, p);
+    assert_eq!(cluster.wait_primary().await, p);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_reload_and_their_refusals() {
-    let (cluster, p) = healthy("restart").await;
+    let cluster = ClusterFixture::builder("restart").nodes(3).start().await;
+    let p = cluster.wait_healthy().await;
     let r = other(&cluster, &[p]);
     let old_pm = cluster.node(r).postmaster_pid().unwrap();
     let (code, body) = post(cluster.node(r), "/restart", json!({})).await;
     assert_eq!((code, body.as_str()), (200, "restarted successfully"));
     assert_ne!(cluster.node(r).postmaster_pid(), Some(old_pm));
-    wait_streaming_replicas(&cluster, p, 2).await;
+    cluster.wait_streaming_replicas(p, 2).await;
 
     // the primary restarts in place and keeps the key
     let leader = cluster.leader().await;
     let (code, body) = post(cluster.node(p), "/restart", json!({"role": "primary"})).await;
     assert_eq!((code, body.as_str()), (200, "restarted successfully"));
     assert_eq!(cluster.leader().await, leader);
-    assert_eq!(wait_primary(&cluster).await, p);
+    assert_eq!(cluster.wait_primary().await, p);
 
     // filters and bad requests
     let (code, body) = post(cluster.node(r), "/restart", json!({"role": "primary"})).await;
@@ -508,7 +501,8 @@ async fn restart_reload_and_their_refusals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reinitialize_replica_and_refuse_on_leader() {
-    let (cluster, p) = healthy("reinit").await;
+    let cluster = ClusterFixture::builder("reinit").nodes(3).start().await;
+    let p = cluster.wait_healthy().await;
     let r = other(&cluster, &[p]);
     let (code, body) = post(cluster.node(p), "/reinitialize", json!({})).await;
     assert_eq!(code, 503, "{body}");
@@ -533,7 +527,7 @@ async fn reinitialize_replica_and_refuse_on_leader() {
         },
     )
     .await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    cluster.wait_streaming_replicas(p, 2).await;
     let log = std::fs::read_to_string(cluster.node(r).log_path()).unwrap();
     assert!(
         log.contains("reinitializing from"),
@@ -543,7 +537,8 @@ async fn reinitialize_replica_and_refuse_on_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_changes_apply_everywhere_and_are_validated() {
-    let (cluster, p) = healthy("config").await;
+    let cluster = ClusterFixture::builder("config").nodes(3).start().await;
+    let p = cluster.wait_healthy().await;
     // the ttl rule is enforced
     let (code, body) = send(
         cluster.node(p),
@@ -628,7 +623,7 @@ async fn unsafe_methods_need_basic_auth() {
         })
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
+    let p = cluster.wait_primary().await;
     let n = cluster.node(p);
     assert_eq!(rest_status(n, "/patroni").await, Some(200));
     for (method, path) in [
@@ -661,7 +656,11 @@ async fn unsafe_methods_need_basic_auth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_rereads_the_configuration_file() {
-    let (mut cluster, p) = healthy("reload_file").await;
+    let mut cluster = ClusterFixture::builder("reload_file")
+        .nodes(3)
+        .start()
+        .await;
+    let p = cluster.wait_healthy().await;
     let r = other(&cluster, &[p]);
     assert_eq!(rest_status(cluster.node(r), "/replica").await, Some(200));
     // edit the replica's file: a tag and a local parameter, then POST /reload

@@ -15,19 +15,6 @@ use agent_tests::*;
 
 const AUTH: (&str, &str) = ("patroni", "patronictl-secret");
 
-/// A JSON key of this cluster (`config`, `members/node0`, ...), `Null` when absent.
-async fn key(cluster: &ClusterFixture, rel: &str) -> Value {
-    match cluster
-        .etcd()
-        .get(&format!("{}{rel}", cluster.prefix()))
-        .await
-    {
-        Some(text) => serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{rel} is not JSON ({e}): {text}")),
-        None => Value::Null,
-    }
-}
-
 /// Wait until `patronictl list -f json` shows `leader` as Leader and every
 /// other member as a streaming Replica on timeline `tl` with no lag (a replica
 /// that has just started may publish a stale position for a cycle, and a
@@ -63,17 +50,6 @@ async fn wait_settled(ctl: &Cli, leader: &str, tl: u64) {
     .await
 }
 
-async fn wait_leader(cluster: &ClusterFixture, name: &str) {
-    let what = format!("{name} to hold the leader key");
-    wait_for(
-        &what,
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || async move { (cluster.leader().await.as_deref() == Some(name)).then_some(()) },
-    )
-    .await;
-}
-
 /// Wait until every node's `/patroni` shows `pause` as `paused`.
 async fn wait_pause_seen(cluster: &ClusterFixture, paused: bool) {
     for n in cluster.nodes() {
@@ -103,9 +79,9 @@ async fn patronictl_operates_a_cluster_of_agents() {
         })
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
-    wait_all_running(&cluster).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
+    cluster.wait_all_running().await;
     let scope = cluster.scope().to_string();
     let leader = cluster.node(p).name().to_string();
     let c = (0..3).find(|i| *i != p).unwrap();
@@ -118,7 +94,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
         .unwrap();
     assert_eq!(code, 401);
     let sysid = cluster
-        .etcd()
+        .kv()
         .get(&format!("{}initialize", cluster.prefix()))
         .await
         .unwrap();
@@ -217,8 +193,8 @@ async fn patronictl_operates_a_cluster_of_agents() {
         .await;
     }
     assert_eq!(cluster.leader().await.as_deref(), Some(leader.as_str()));
-    assert_eq!(wait_primary(&cluster).await, p);
-    wait_streaming_replicas(&cluster, p, 2).await;
+    assert_eq!(cluster.wait_primary().await, p);
+    cluster.wait_streaming_replicas(p, 2).await;
 
     // ---- a scheduled restart, then flushed
     let at = iso8601_utc(unix_now() + 3600);
@@ -234,7 +210,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
         Duration::from_secs(10),
         Duration::from_millis(100),
         || async move {
-            let m = key(cl, &format!("members/{cn}")).await;
+            let m = cl.key_json(&format!("members/{cn}")).await;
             m["scheduled_restart"]["schedule"].is_string().then_some(())
         },
     )
@@ -252,7 +228,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
         Duration::from_secs(10),
         Duration::from_millis(100),
         || async move {
-            let m = key(cl, &format!("members/{cn}")).await;
+            let m = cl.key_json(&format!("members/{cn}")).await;
             m.get("scheduled_restart").is_none().then_some(())
         },
     )
@@ -273,9 +249,9 @@ async fn patronictl_operates_a_cluster_of_agents() {
         .await;
     run.assert_success()
         .assert_stdout_contains(&format!("Successfully switched over to \"{cand}\""));
-    wait_leader(&cluster, &cand).await;
-    assert_eq!(wait_primary(&cluster).await, c);
-    let names = wait_streaming_replicas(&cluster, c, 2).await;
+    cluster.wait_leader(&cand).await;
+    assert_eq!(cluster.wait_primary().await, c);
+    let names = cluster.wait_streaming_replicas(c, 2).await;
     assert!(names.contains(&leader), "{names:?}");
     wait_settled(&ctl, &cand, 2).await;
 
@@ -285,9 +261,9 @@ async fn patronictl_operates_a_cluster_of_agents() {
         .await;
     run.assert_success()
         .assert_stdout_contains(&format!("Successfully failed over to \"{leader}\""));
-    wait_leader(&cluster, &leader).await;
-    assert_eq!(wait_primary(&cluster).await, p);
-    let names = wait_streaming_replicas(&cluster, p, 2).await;
+    cluster.wait_leader(&leader).await;
+    assert_eq!(cluster.wait_primary().await, p);
+    let names = cluster.wait_streaming_replicas(p, 2).await;
     assert!(names.contains(&cand), "{names:?}");
     wait_settled(&ctl, &leader, 3).await;
 
@@ -308,7 +284,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
         (&json!(2), &json!(leader)),
         "{run}"
     );
-    let stored = key(&cluster, "history").await;
+    let stored = cluster.key_json("history").await;
     assert_eq!(stored.as_array().map(Vec::len), Some(2), "{stored}");
     let run = ctl.run(&["history"]).await;
     run.assert_success();
@@ -324,7 +300,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
     let run = ctl.run(&["pause", &scope, "--wait"]).await;
     run.assert_success()
         .assert_stdout_contains("Success: cluster management is paused");
-    assert_eq!(key(&cluster, "config").await["pause"], true);
+    assert_eq!(cluster.key_json("config").await["pause"], true);
     wait_pause_seen(&cluster, true).await;
     ctl.run(&["list"])
         .await
@@ -333,7 +309,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
     let run = ctl.run(&["resume", &scope, "--wait"]).await;
     run.assert_success()
         .assert_stdout_contains("Success: cluster management is resumed");
-    assert_ne!(key(&cluster, "config").await["pause"], true);
+    assert_ne!(cluster.key_json("config").await["pause"], true);
     wait_pause_seen(&cluster, false).await;
     assert_eq!(cluster.leader().await.as_deref(), Some(leader.as_str()));
 
@@ -342,7 +318,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
     run.assert_success()
         .assert_stdout_contains("+ttl: 20")
         .assert_stdout_contains("Configuration changed");
-    let config = key(&cluster, "config").await;
+    let config = cluster.key_json("config").await;
     assert_eq!(config["ttl"], 20, "{config}");
     assert_eq!(config["loop_wait"], 1, "other keys are kept: {config}");
     let n = cluster.node(p);
@@ -384,7 +360,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
         log.contains("reinitializing from"),
         "no re-clone in the log"
     );
-    let names = wait_streaming_replicas(&cluster, p, 2).await;
+    let names = cluster.wait_streaming_replicas(p, 2).await;
     assert!(names.contains(&cand), "{names:?}");
 
     // ---- remove, confirmed on stdin as patronictl asks (name, "Yes I am aware",
@@ -400,7 +376,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
         Duration::from_millis(250),
         || async move {
             let keys: Vec<String> = cl
-                .etcd()
+                .kv()
                 .get_prefix(&cl.prefix())
                 .await
                 .into_iter()
@@ -421,7 +397,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
         },
     )
     .await;
-    assert_eq!(key(&cluster, "config").await["ttl"], 20);
+    assert_eq!(cluster.key_json("config").await["ttl"], 20);
     ctl.run(&["show-config"])
         .await
         .assert_success()

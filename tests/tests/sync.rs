@@ -19,7 +19,7 @@ async fn send(node: &Node, method: &str, path: &str, body: Value) -> (u16, Strin
 async fn sync_key(cluster: &ClusterFixture) -> Option<(String, Vec<String>)> {
     let v: Value = serde_json::from_str(
         &cluster
-            .etcd()
+            .kv()
             .get(&format!("{}sync", cluster.prefix()))
             .await?,
     )
@@ -92,8 +92,8 @@ async fn enable_sync(cluster: &ClusterFixture, p: usize, extra: Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_standby_is_picked_and_moves_when_it_goes() {
     let mut cluster = ClusterFixture::builder("sync_basic").nodes(3).start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     enable_sync(&cluster, p, json!({})).await;
     let n = cluster.node(p);
     let one = wait_for(
@@ -158,8 +158,8 @@ async fn strict_mode_blocks_writes_without_a_standby_and_resumes() {
         .nodes(2)
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 1).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 1).await;
     enable_sync(&cluster, p, json!({"synchronous_mode_strict": true})).await;
     let r = 1 - p;
     let rn = cluster.node(r).name().to_string();
@@ -237,8 +237,8 @@ async fn failover_promotes_the_sync_standby_even_if_an_async_one_is_ahead() {
         .nodes(3)
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     enable_sync(&cluster, p, json!({})).await;
     let n = cluster.node(p);
     let sname = wait_for(
@@ -293,7 +293,7 @@ async fn failover_promotes_the_sync_standby_even_if_an_async_one_is_ahead() {
     );
     cluster.node_mut(p).kill_all();
     agent_tests::proc::signal(wr, nix::sys::signal::Signal::SIGCONT);
-    let q = wait_primary(&cluster).await;
+    let q = cluster.wait_primary().await;
     assert_eq!(
         q, s,
         "the synchronous standby must be promoted, not the async one that is ahead"
@@ -304,7 +304,7 @@ async fn failover_promotes_the_sync_standby_even_if_an_async_one_is_ahead() {
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 1);
     // the async replica diverged (it has the unacknowledged commit): it rejoins
-    let names = wait_streaming_replicas(&cluster, q, 1).await;
+    let names = cluster.wait_streaming_replicas(q, 1).await;
     assert!(
         names.contains(&cluster.node(a).name().to_string()),
         "{names:?}"
@@ -331,8 +331,8 @@ async fn nosync_and_sync_priority_choose_the_standby() {
         .tags(2, json!({"sync_priority": 5}))
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     enable_sync(&cluster, p, json!({"synchronous_node_count": 2})).await;
     // node0 bootstraps unless it lost the race; the tagged nodes decide the rest
     let expect: Vec<String> = (0..3)
@@ -357,11 +357,11 @@ async fn cascading_replication_streams_through_the_named_member() {
         .tags(2, json!({"replicatefrom": "node1"}))
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
+    let p = cluster.wait_primary().await;
     if p != 0 {
         return; // the layout below assumes node0 bootstrapped (it starts first)
     }
-    wait_streaming_replicas(&cluster, 0, 1).await;
+    cluster.wait_streaming_replicas(0, 1).await;
     let mid = cluster.node(1);
     wait_for(
         "node2 streaming from node1",
@@ -437,8 +437,8 @@ async fn cascading_replication_streams_through_the_named_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_slot_survives_failover() {
     let mut cluster = ClusterFixture::builder("perm_slot").nodes(3).start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     let (code, body) = send(
         cluster.node(p),
         "PATCH",
@@ -465,7 +465,7 @@ async fn permanent_slot_survives_failover() {
     )
     .await;
     cluster.node_mut(p).kill_all();
-    let q = wait_primary(&cluster).await;
+    let q = cluster.wait_primary().await;
     assert_ne!(q, p);
     wait_for(
         "the permanent slot on the new primary",
@@ -479,14 +479,14 @@ async fn permanent_slot_survives_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_slot_is_kept_while_the_member_is_away() {
     let mut cluster = ClusterFixture::builder("slot_ttl").nodes(2).start().await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 1).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 1).await;
     let r = 1 - p;
     let slot = cluster.node(r).name().to_string();
     let member_key = format!("{}members/{}", cluster.prefix(), slot);
     cluster.node_mut(r).stop_term(Duration::from_secs(30));
     // its member key expires with its lease; the slot stays on the primary
-    let etcd = cluster.etcd();
+    let etcd = &cluster.kv();
     wait_for(
         "the member key to expire",
         Duration::from_secs(20),
@@ -520,7 +520,7 @@ async fn member_slot_is_kept_while_the_member_is_away() {
     assert!(status.contains(&slot), "retain_slots in /status: {status}");
     // it comes back and streams through its old slot
     cluster.node_mut(r).start();
-    wait_streaming_replicas(&cluster, p, 1).await;
+    cluster.wait_streaming_replicas(p, 1).await;
     let rows = sql(
         &pport,
         &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"),
@@ -589,8 +589,8 @@ async fn stalled_replica_is_not_admitted_to_sync_nor_promoted() {
         })
         .start()
         .await;
-    let p = wait_primary(&cluster).await;
-    wait_streaming_replicas(&cluster, p, 2).await;
+    let p = cluster.wait_primary().await;
+    cluster.wait_streaming_replicas(p, 2).await;
     let n = cluster.node(p);
     let aname = wait_for(
         "a sync standby",
@@ -689,7 +689,7 @@ async fn stalled_replica_is_not_admitted_to_sync_nor_promoted() {
     // Let everything converge: B's receiver resumes, the old primary comes back.
     drop(_resume);
     cluster.node_mut(p).start();
-    let q = wait_primary(&cluster).await;
+    let q = cluster.wait_primary().await;
     let have = sql(cluster.node(q), "SELECT count(*) FROM marker")
         .await
         .map(|r| r[0].get::<_, i64>(0))

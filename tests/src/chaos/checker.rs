@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::pg::{parse_lsn, walfile_timeline, Pg};
 use super::report::{split_brain_json, Event, ScenarioResult};
-use super::sampler::Sampler;
 use super::scenarios::Cx;
 use super::secs;
 use super::target::{rest_get, Target};
-use super::workload::{unavailability, Ack, Writer, TABLE};
+use crate::pg::{parse_lsn, walfile_timeline, Pg};
+use crate::sampler::Sampler;
+use crate::writer::{unavailability, Ack, Writer, TABLE};
 
 const QUERY: Duration = Duration::from_secs(5);
 

@@ -34,11 +34,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use super::pg::Pg;
-use super::sampler::Addrs;
 use super::target::{rest_get, rest_send, Target, Timings};
 use super::{Options, Scenario};
+use crate::pg::Pg;
 use crate::proc::signal;
+use crate::sampler::Addrs;
 use crate::{agent_binaries, free_port, repo_root, TestDir};
 
 /// The password the stack's superuser gets (the suite's SQL logs in with it).

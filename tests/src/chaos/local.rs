@@ -1,6 +1,7 @@
-//! The local target: three agent nodes of the test harness on loopback, a
-//! three-member etcd, HAProxy in front, and every agent's etcd traffic
-//! through its own cuttable proxies.
+//! The local target: the harness's [`ClusterFixture`] of three agent nodes on
+//! loopback with a three-member etcd ([`EtcdMode::Three`]), every agent's etcd
+//! traffic through its own cuttable proxies ([`crate::ClusterBuilder::proxied`]), and
+//! HAProxy in front.
 //!
 //! ```text
 //!  writer -> HAProxy :rw/:ro -> node0..2 (agent + postgres)       sampler -> each postgres directly
@@ -23,17 +24,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use super::pg::Pg;
-use super::sampler::Addrs;
 use super::target::{Target, Timings};
 use super::Scenario;
+use crate::pg::Pg;
 use crate::proc::{proc_comm, signal};
-use crate::{
-    wait_primary, wait_streaming_replicas, ClusterFixture, EtcdCluster, HaproxyFixture, TcpProxy,
-};
+use crate::sampler::Addrs;
+use crate::{ClusterFixture, EtcdMode, HaproxyFixture};
 
-/// The superuser password of the harness's clusters.
-const PASSWORD: &str = "postgres";
 /// How long a node gets to stop on SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// A statement the suite runs on a node to inject a fault.
@@ -43,12 +40,10 @@ const AGENT_APP: &str = "agent";
 
 /// Three local nodes, three etcd members, HAProxy; owns them all.
 pub struct LocalTarget {
-    // Drop order: HAProxy, the agents (which still reach etcd through healed
-    // proxies, so a primary hands over cleanly), the proxies, etcd.
+    // Drop order: HAProxy, then the cluster (which heals its proxies and
+    // resumes etcd before it stops the agents, so a primary hands over cleanly).
     haproxy: HaproxyFixture,
     cluster: ClusterFixture,
-    proxies: Vec<Vec<TcpProxy>>,
-    etcd: EtcdCluster,
     addrs: Addrs,
     timings: Timings,
     frozen: BTreeSet<usize>,
@@ -65,32 +60,20 @@ impl LocalTarget {
     /// HAProxy routing to the primary.
     pub async fn start(name: &str, timings: Timings) -> Result<LocalTarget> {
         let max_lag = timings.maximum_lag_on_failover;
-        let mut cluster = ClusterFixture::builder(name)
+        let cluster = ClusterFixture::builder(name)
             .nodes(3)
+            .etcd(EtcdMode::Three)
+            .proxied()
             .ttl(timings.ttl)
             .loop_wait(timings.loop_wait)
             .retry_timeout(timings.retry_timeout)
             .configure(move |_, cfg| {
                 cfg["bootstrap"]["dcs"]["maximum_lag_on_failover"] = json!(max_lag);
             })
-            .start_agents(false)
             .start()
             .await;
-        let etcd = EtcdCluster::start(&cluster.dir().path().join("etcd-cluster"), 3).await;
-        let mut proxies = Vec::new();
-        for i in 0..cluster.len() {
-            let mut mine = Vec::new();
-            for endpoint in etcd.endpoints() {
-                mine.push(TcpProxy::start(&endpoint).await);
-            }
-            let mut cfg = cluster.node(i).config().clone();
-            cfg["etcd3"]["hosts"] = json!(mine.iter().map(|p| p.endpoint()).collect::<Vec<_>>());
-            cluster.node_mut(i).write_config(cfg);
-            proxies.push(mine);
-        }
-        cluster.start_all();
-        let p = wait_primary(&cluster).await;
-        wait_streaming_replicas(&cluster, p, cluster.len() - 1).await;
+        let p = cluster.wait_primary().await;
+        cluster.wait_streaming_replicas(p, cluster.len() - 1).await;
         let haproxy = HaproxyFixture::start(&cluster);
         haproxy
             .wait_up(
@@ -103,14 +86,12 @@ impl LocalTarget {
             cluster
                 .nodes()
                 .iter()
-                .map(|n| Pg::new("127.0.0.1", n.pg_port(), PASSWORD))
+                .map(|n| Pg::local(n.pg_port()))
                 .collect(),
         ));
         Ok(LocalTarget {
             haproxy,
             cluster,
-            proxies,
-            etcd,
             addrs,
             timings,
             frozen: BTreeSet::new(),
@@ -179,11 +160,11 @@ impl Target for LocalTarget {
     }
 
     fn rw(&self) -> Pg {
-        Pg::new("127.0.0.1", self.haproxy.primary_port(), PASSWORD)
+        Pg::local(self.haproxy.primary_port())
     }
 
     fn ro(&self) -> Pg {
-        Pg::new("127.0.0.1", self.haproxy.replica_port(), PASSWORD)
+        Pg::local(self.haproxy.replica_port())
     }
 
     fn rest_base(&self, i: usize) -> String {
@@ -215,11 +196,11 @@ impl Target for LocalTarget {
     }
 
     async fn etcd_get(&self, key: &str) -> Result<Option<String>> {
-        self.etcd.try_get(key).await
+        self.cluster.kv().try_get(key).await
     }
 
     async fn etcd_put(&self, key: &str, value: &str) -> Result<()> {
-        self.etcd.try_put(key, value).await
+        self.cluster.kv().try_put(key, value).await
     }
 
     async fn kill_node(&mut self, i: usize) -> Result<()> {
@@ -292,28 +273,21 @@ impl Target for LocalTarget {
 
     async fn cut_dcs(&mut self, i: usize) -> Result<()> {
         self.check_index(i)?;
-        for p in &self.proxies[i] {
-            p.cut();
-        }
+        self.cluster.cut_dcs(i);
         self.cut.insert(i);
         Ok(())
     }
 
     async fn heal_dcs(&mut self, i: usize) -> Result<()> {
         self.check_index(i)?;
-        for p in &self.proxies[i] {
-            p.heal();
-            p.set_latency(Duration::ZERO);
-        }
+        self.cluster.heal_dcs(i);
         self.cut.remove(&i);
         Ok(())
     }
 
     async fn slow_dcs(&mut self, i: usize, latency: Duration) -> Result<()> {
         self.check_index(i)?;
-        for p in &self.proxies[i] {
-            p.set_latency(latency);
-        }
+        self.cluster.slow_dcs(i, latency);
         // heal_all restores the link (no cut, no delay).
         self.cut.insert(i);
         Ok(())
@@ -359,11 +333,11 @@ impl Target for LocalTarget {
     }
 
     async fn lose_quorum(&mut self, seed: u64) -> Result<String> {
-        let n = self.etcd.len();
+        let n = self.cluster.etcd_members().len();
         let survivor = (seed % n as u64) as usize;
         let victims: Vec<usize> = (0..n).filter(|m| *m != survivor).collect();
         for m in &victims {
-            self.etcd.pause(*m);
+            self.cluster.etcd_members().pause(*m);
         }
         self.paused_etcd = victims.clone();
         Ok(format!(
@@ -377,13 +351,13 @@ impl Target for LocalTarget {
     }
 
     async fn restore_quorum(&mut self) -> Result<()> {
-        self.etcd.resume_all();
+        self.cluster.etcd_members().resume_all();
         self.paused_etcd.clear();
         Ok(())
     }
 
     async fn heal_all(&mut self) {
-        self.etcd.resume_all();
+        self.cluster.etcd_members().resume_all();
         self.paused_etcd.clear();
         for (_, pid) in std::mem::take(&mut self.stalled) {
             resume_postgres_pid(pid);
@@ -394,10 +368,7 @@ impl Target for LocalTarget {
             }
         }
         for i in std::mem::take(&mut self.cut) {
-            for p in &self.proxies[i] {
-                p.heal();
-                p.set_latency(Duration::ZERO);
-            }
+            self.cluster.heal_dcs(i);
         }
         for i in std::mem::take(&mut self.frozen) {
             self.cluster.node(i).resume_agent();
@@ -412,14 +383,7 @@ impl Target for LocalTarget {
 
 impl Drop for LocalTarget {
     fn drop(&mut self) {
-        // Agents must reach etcd while they stop, to hand the leader key over.
-        self.etcd.resume_all();
-        for per_node in &self.proxies {
-            for p in per_node {
-                p.heal();
-                p.set_latency(Duration::ZERO);
-            }
-        }
+        // (The cluster resumes etcd and heals the proxies itself.)
         for i in &self.frozen {
             self.cluster.node(*i).resume_agent();
         }

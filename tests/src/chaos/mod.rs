@@ -33,10 +33,8 @@
 pub mod checker;
 pub mod compose;
 pub mod local;
-pub mod pg;
 pub mod report;
 pub mod rng;
-pub mod sampler;
 pub mod scenarios;
 pub mod target;
 pub mod workload;
@@ -49,11 +47,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
+use crate::sampler::Sampler;
+use crate::writer::Writer;
 pub use report::{Report, ScenarioResult};
 use rng::Rng;
-use sampler::Sampler;
 use target::{rest_get, rest_send, Target, Timings};
-use workload::{Reader, Writer};
+use workload::Reader;
 
 /// One kind of fault and what must happen around it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -13,9 +13,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use super::sampler::Round;
 use super::{secs, Scenario};
 use crate::iso8601_utc;
+use crate::sampler::Round;
 
 /// One invariant or expectation of a scenario, with its evidence.
 #[derive(Debug, Clone)]

@@ -17,10 +17,10 @@ use serde_json::{json, Value};
 use super::checker::sync_standbys;
 use super::report::Check;
 use super::rng::Rng;
-use super::sampler::{NodeState, Sampler};
 use super::target::{rest_get, rest_send, Target};
-use super::workload::Writer;
 use super::{Options, Scenario};
+use crate::sampler::{NodeState, Sampler};
+use crate::writer::Writer;
 
 /// What a scenario records while it runs.
 pub struct Cx<'a> {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use serde_json::Value;
 
-use super::pg::Pg;
-use super::sampler::Addrs;
 use super::Scenario;
+use crate::pg::Pg;
+use crate::sampler::Addrs;
 
 /// One REST request must finish within this (control requests get longer).
 pub const REST_TIMEOUT: Duration = Duration::from_secs(3);

@@ -1,6 +1,8 @@
-//! PostgreSQL endpoints the suite talks to: a node directly, or HAProxy's
-//! ports. Every call has a short timeout, so a frozen or unreachable node makes
-//! a probe fail quickly instead of stalling a sampling round or a check.
+//! PostgreSQL endpoints the tests talk to: a node directly, HAProxy's ports, or
+//! a container. The one place the harness opens a PostgreSQL connection.
+//!
+//! Rule: every call has a timeout, so a frozen or unreachable node makes a
+//! probe fail quickly instead of stalling a sampling round or a check.
 
 use std::time::Duration;
 
@@ -24,6 +26,11 @@ impl Pg {
         }
     }
 
+    /// `127.0.0.1:<port>` with the harness's superuser password (`postgres`).
+    pub fn local(port: u16) -> Pg {
+        Pg::new("127.0.0.1", port, "postgres")
+    }
+
     /// `host:port`, as the writer's `RETURNING` reports the server.
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
@@ -38,7 +45,7 @@ impl Pg {
             .user("postgres")
             .password(&self.password)
             .dbname("postgres")
-            .application_name("agent-chaos")
+            .application_name("agent-tests")
             .connect_timeout(timeout);
         let (client, connection) = tokio::time::timeout(timeout, cfg.connect(NoTls))
             .await
