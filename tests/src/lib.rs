@@ -96,7 +96,7 @@ pub use postgres::PostgresFixture;
 pub use proc::{command_as_postgres, postgres_ids};
 pub use proxy::TcpProxy;
 pub use sampler::{NodeState, Round, Sampler};
-pub use wait::{wait_for, wait_for_result};
+pub use wait::{hold_for, holds_for, wait_for, wait_for_result};
 pub use writer::{Ack, Writer};
 
 /// Re-exported so tests can build config edits and assert on REST bodies

@@ -67,6 +67,40 @@ where
     }
 }
 
+/// For `period`, check `f` every `poll`: `Ok(checks)` when it held every
+/// time, or the first miss `f` explained. For claims that something does
+/// *not* happen (no promotion while paused, a commit stays blocked): the
+/// condition is checked all along, not once after a sleep.
+pub async fn holds_for<F, Fut>(period: Duration, poll: Duration, mut f: F) -> Result<u32, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + period;
+    let mut checks = 0u32;
+    loop {
+        f().await?;
+        checks += 1;
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(checks);
+        }
+        tokio::time::sleep(poll.min(deadline - now)).await;
+    }
+}
+
+/// [`holds_for`], panicking at the first miss with `what` and the
+/// explanation; returns how many checks passed.
+pub async fn hold_for<F, Fut>(what: &str, period: Duration, poll: Duration, f: F) -> u32
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    holds_for(period, poll, f)
+        .await
+        .unwrap_or_else(|miss| panic!("{what} did not hold for {period:?}: {miss}"))
+}
+
 impl ClusterFixture {
     /// Wait until exactly one node answers `GET /primary` with 200 and accepts
     /// a write; returns its index. Uses [`ClusterFixture::wait_timeout`].
@@ -181,6 +215,20 @@ impl ClusterFixture {
         self.wait_streaming_replicas(p, self.len() - 1).await;
         self.wait_all_running().await;
         p
+    }
+
+    /// For `period`, the leader key stays `leader` (a read that fails is no
+    /// miss); panics naming `what` when another value is seen.
+    pub async fn hold_leader(&self, what: &str, leader: Option<&str>, period: Duration) {
+        let key = format!("{}leader", self.prefix());
+        let (key, kv) = (&key, &self.kv());
+        hold_for(what, period, Duration::from_millis(200), || async move {
+            match kv.try_get(key).await {
+                Ok(now) if now.as_deref() != leader => Err(format!("the leader key is {now:?}")),
+                _ => Ok(()),
+            }
+        })
+        .await;
     }
 
     /// Wait (up to 30 s) until the member `name` holds the leader key.

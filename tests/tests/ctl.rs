@@ -784,16 +784,27 @@ async fn switchover_failover_and_their_refusals() {
         .assert_stdout_contains(&format!("Success: restart on member {leader}"));
     wait_new_postmaster(&cluster, p, leader_pid).await;
     assert_eq!(cluster.leader().await.as_deref(), Some(leader.as_str()));
-    let mut restarted_replicas: Vec<String> = Vec::new();
-    let watch_until = std::time::Instant::now() + Duration::from_secs(8);
-    while std::time::Instant::now() < watch_until && restarted_replicas.is_empty() {
-        for (i, pid) in &replicas {
-            if cluster.node(*i).postmaster_pid() != Some(*pid) {
-                restarted_replicas.push(cluster.node(*i).name().to_string());
+    let (c, replicas) = (&cluster, &replicas);
+    let restarted_replicas = holds_for(
+        Duration::from_secs(8),
+        Duration::from_millis(200),
+        || async move {
+            let restarted: Vec<&str> = replicas
+                .iter()
+                .filter(|(i, pid)| c.node(*i).postmaster_pid() != Some(*pid))
+                .map(|(i, _)| c.node(*i).name())
+                .collect();
+            if restarted.is_empty() {
+                Ok(())
+            } else {
+                Err(restarted.join(","))
             }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        },
+    )
+    .await
+    .err()
+    .map(|names| names.split(',').map(String::from).collect::<Vec<_>>())
+    .unwrap_or_default();
     cluster.wait_streaming_replicas(p, 2).await;
 
     // ---- checked last, all together, so that the rest ran whatever they say

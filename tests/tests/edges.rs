@@ -2,7 +2,7 @@
 //! Patroni's tools write into the `config` key must not make a paused cluster
 //! forget `pause`, and no request or stored value may crash an agent.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agent_tests::*;
 
@@ -68,37 +68,42 @@ async fn pause_survives_values_patroni_writes_and_a_bad_field() {
     .await;
     // give the agents a few cycles to read it (the fixed agent says so in /patroni)
     let n = cluster.node(p);
-    let read_until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < read_until {
-        let v = rest_json(n, "/patroni").await;
-        if v.is_some_and(|v| {
+    wait_for(
+        "the primary to report a config warning",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            let v = rest_json(n, "/patroni").await?;
             v["config_warnings"]
                 .as_array()
                 .is_some_and(|w| !w.is_empty())
-        }) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+                .then_some(())
+        },
+    )
+    .await;
 
     // Paused: a crashed primary is not restarted and nobody is promoted.
     cluster.node(p).kill_postgres();
-    let watch_until = Instant::now() + Duration::from_secs(10);
-    let mut samples = 0;
-    while Instant::now() < watch_until {
-        for i in [p, r] {
-            let n = cluster.node(i);
-            assert_ne!(
-                is_in_recovery(n).await,
-                Some(false),
-                "{} is a primary although the cluster is paused:\n{}",
-                n.name(),
-                cluster.log_tails(40)
-            );
-        }
-        samples += 1;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let c = &cluster;
+    let samples = hold_for(
+        "no primary while the cluster is paused",
+        Duration::from_secs(10),
+        Duration::from_millis(250),
+        || async move {
+            for i in [p, r] {
+                let n = c.node(i);
+                if is_in_recovery(n).await == Some(false) {
+                    return Err(format!(
+                        "{} is a primary although the cluster is paused:\n{}",
+                        n.name(),
+                        c.log_tails(40)
+                    ));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
     assert!(samples > 10);
 
     // Only the bad field is reported: in /patroni, and counted in /metrics.
@@ -213,16 +218,22 @@ async fn no_request_or_stored_value_crashes_an_agent() {
     }
     // a few more cycles, then every agent still runs and the primary still leads
     let n = cluster.node(p);
-    let cycles_until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < cycles_until {
-        assert_eq!(
-            is_in_recovery(n).await,
-            Some(false),
-            "the primary was lost:\n{}",
-            cluster.log_tails(40)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let c = &cluster;
+    hold_for(
+        "the primary",
+        Duration::from_secs(5),
+        Duration::from_millis(500),
+        || async move {
+            match is_in_recovery(n).await {
+                Some(false) => Ok(()),
+                other => Err(format!(
+                    "the primary was lost ({other:?}):\n{}",
+                    c.log_tails(40)
+                )),
+            }
+        },
+    )
+    .await;
     assert_agents_alive(&mut cluster, "a stored config no Duration can hold");
     // and an agent started now, with that value in etcd, runs too
     cluster.node_mut(r).stop_term(Duration::from_secs(30));

@@ -263,7 +263,13 @@ async fn scheduled_switchover_fires_on_time_and_can_be_cancelled() {
     )
     .await;
     assert_eq!(code, 202, "{body}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster
+        .hold_leader(
+            "no early switchover",
+            Some(leader.as_str()),
+            Duration::from_secs(2),
+        )
+        .await;
     assert_eq!(
         cluster.leader().await.as_deref(),
         Some(leader.as_str()),
@@ -331,17 +337,22 @@ async fn pause_stops_automation_and_resume_restores_it() {
     // a dead primary postgres is neither restarted nor failed over while paused
     let leader = cluster.leader().await;
     cluster.node(p).kill_postgres();
-    let until = Instant::now() + TTL + Duration::from_secs(3);
-    while Instant::now() < until {
-        for i in (0..3).filter(|i| *i != p) {
-            assert_eq!(
-                is_in_recovery(cluster.node(i)).await,
-                Some(true),
-                "promotion while paused"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let c = &cluster;
+    hold_for(
+        "no promotion while paused",
+        TTL + Duration::from_secs(3),
+        Duration::from_millis(250),
+        || async move {
+            for i in (0..3).filter(|i| *i != p) {
+                let r = is_in_recovery(c.node(i)).await;
+                if r != Some(true) {
+                    return Err(format!("{}: in recovery {r:?}", c.node(i).name()));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await;
     assert!(
         cluster.node(p).postmaster_pid().is_none(),
         "postgres restarted while paused"
@@ -384,7 +395,9 @@ async fn resume_without_failover_when_the_primary_is_healthy() {
         .0,
         200
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster
+        .hold_leader("a paused leader", leader.as_deref(), Duration::from_secs(2))
+        .await;
     assert_eq!(
         send(
             cluster.node(p),
@@ -396,7 +409,13 @@ async fn resume_without_failover_when_the_primary_is_healthy() {
         .0,
         200
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster
+        .hold_leader(
+            "a resumed healthy leader",
+            leader.as_deref(),
+            Duration::from_secs(3),
+        )
+        .await;
     assert_eq!(cluster.leader().await, leader);
     assert_eq!(cluster.wait_primary().await, p);
 }

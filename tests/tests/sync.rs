@@ -179,11 +179,19 @@ async fn strict_mode_blocks_writes_without_a_standby_and_resumes() {
             .unwrap();
         (t0.elapsed(), Instant::now())
     });
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(
-        !writer.is_finished(),
-        "a commit returned with no synchronous standby in strict mode"
-    );
+    let w = &writer;
+    hold_for(
+        "a commit blocked with no synchronous standby in strict mode",
+        Duration::from_secs(4),
+        Duration::from_millis(100),
+        || async move {
+            match w.is_finished() {
+                false => Ok(()),
+                true => Err("the commit returned".to_string()),
+            }
+        },
+    )
+    .await;
     let n = cluster.node(p);
     // a name no member has: never '*', which any walsender (pg_basebackup too) matches
     assert_eq!(ssn(n).await, "__patroni_strict_sync_replica_placeholder__");
@@ -507,7 +515,19 @@ async fn member_slot_is_kept_while_the_member_is_away() {
         .ok()?;
         Some(!rows.is_empty())
     };
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let slot_ref = &slot;
+    hold_for(
+        "the departed member's slot",
+        Duration::from_secs(3),
+        Duration::from_millis(200),
+        || async move {
+            match slot_exists(slot_ref.clone()).await {
+                Some(false) => Err("the slot of a departed member was dropped".to_string()),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
     assert_eq!(
         slot_exists(slot.clone()).await,
         Some(true),
@@ -660,32 +680,43 @@ async fn stalled_replica_is_not_admitted_to_sync_nor_promoted() {
     // For several cycles (loop_wait 1 s), the sync key must not list B while B
     // is behind the acknowledged position.
     let mut violations: Vec<String> = vec![];
-    let until = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < until && violations.is_empty() {
-        if let Some((leader, standbys)) = sync_key(&cluster).await {
-            if standbys.contains(&bname) {
-                let f = standby_flush(cluster.node(p), &bname).await.unwrap_or(0);
-                if f < acked {
-                    violations.push(format!(
-                        "the sync key {{leader {leader}, {standbys:?}}} lists {bname}, \
+    let (c, bname_ref) = (&cluster, &bname);
+    let listed_behind = holds_for(
+        Duration::from_secs(6),
+        Duration::from_millis(100),
+        || async move {
+            if let Some((leader, standbys)) = sync_key(c).await {
+                if standbys.contains(bname_ref) {
+                    let f = standby_flush(c.node(p), bname_ref).await.unwrap_or(0);
+                    if f < acked {
+                        return Err(format!(
+                            "the sync key {{leader {leader}, {standbys:?}}} lists {bname_ref}, \
                          flushed to {f} while {acked} was acknowledged"
-                    ));
+                        ));
+                    }
                 }
             }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            Ok(())
+        },
+    )
+    .await;
+    violations.extend(listed_behind.err());
 
     // The primary dies: B must not take over (it lacks acknowledged commits).
     cluster.node_mut(p).kill_all();
-    let until = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < until {
-        if cluster.leader().await.as_deref() == Some(bn) {
-            violations.push(format!("{bname} took the leader key"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let c = &cluster;
+    let took_over = holds_for(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async move {
+            match c.leader().await.as_deref() == Some(bn) {
+                true => Err(format!("{bname_ref} took the leader key")),
+                false => Ok(()),
+            }
+        },
+    )
+    .await;
+    violations.extend(took_over.err());
     // Let everything converge: B's receiver resumes, the old primary comes back.
     drop(_resume);
     cluster.node_mut(p).start();
