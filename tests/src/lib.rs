@@ -11,6 +11,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`background`] | [`background::Background`]: the stoppable loop under the sampler and the writer |
 //! | [`bins`] | [`require`] a program, [`pg_bin`], build and stage the agent binaries once per process ([`agent_binaries`]) |
 //! | [`dirs`] | [`TestDir`]: `/tmp/agent-tests/<name>-<pid>-<n>`, owned by `postgres`, kept (with log tails printed) when the test fails |
 //! | [`ports`] | [`free_port`]: distinct free loopback ports for parallel tests |
@@ -57,6 +58,7 @@
 //! }
 //! ```
 
+pub mod background;
 pub mod bins;
 pub mod chaos;
 pub mod client;

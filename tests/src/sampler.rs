@@ -12,13 +12,13 @@
 //! round (its probe, cut off after a timeout under a second, goes on in the
 //! background), so a dead or frozen node never slows the sampling of the others.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
+use crate::background::Background;
 use crate::pg::Pg;
 use crate::wait::wait_for;
 
@@ -72,24 +72,22 @@ pub type Addrs = Arc<Mutex<Vec<Pg>>>;
 
 /// Background sampler over every node of a target.
 pub struct Sampler {
-    stop: Arc<AtomicBool>,
     rounds: Arc<Mutex<Vec<Round>>>,
-    task: Option<JoinHandle<()>>,
+    task: Background,
 }
 
 impl Sampler {
     pub fn start(addrs: Addrs, every: Duration, probe_timeout: Duration) -> Sampler {
-        let stop = Arc::new(AtomicBool::new(false));
         let rounds: Arc<Mutex<Vec<Round>>> = Arc::default();
-        let (stop2, rounds2) = (stop.clone(), rounds.clone());
-        let task = tokio::spawn(async move {
+        let rounds2 = rounds.clone();
+        let task = Background::spawn(|stop| async move {
             // A probe that outlives its round (a dead or frozen node) keeps
             // running into later rounds; meanwhile the node counts as down,
             // so the rounds keep their cadence.
             type Probe = JoinHandle<(Option<Client>, NodeState)>;
             let mut clients: Vec<Option<Client>> = Vec::new();
             let mut inflight: Vec<Option<Probe>> = Vec::new();
-            while !stop2.load(Ordering::SeqCst) {
+            while !stop.requested() {
                 let at = Instant::now();
                 let unix_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -144,11 +142,7 @@ impl Sampler {
                 h.abort();
             }
         });
-        Sampler {
-            stop,
-            rounds,
-            task: Some(task),
-        }
+        Sampler { rounds, task }
     }
 
     /// Rounds taken in `[from, to]`.
@@ -212,19 +206,7 @@ impl Sampler {
     }
 
     pub async fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+        self.task.stop().await;
     }
 }
 

@@ -8,13 +8,13 @@
 //! ids are promises the cluster must keep. One connection, re-opened after any
 //! error; every attempt (connect included) is cut off after a short timeout.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use tokio::task::JoinHandle;
 
+use crate::background::Background;
 use crate::pg::{parse_lsn, walfile_timeline, Pg};
 use crate::wait::wait_for_result;
 
@@ -39,11 +39,10 @@ pub struct Ack {
 
 /// Inserts `chaos(id, at)` rows through one port.
 pub struct Writer {
-    stop: Arc<AtomicBool>,
     acks: Arc<Mutex<Vec<Ack>>>,
     attempts: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
-    task: Option<JoinHandle<()>>,
+    task: Background,
 }
 
 impl Writer {
@@ -67,16 +66,14 @@ impl Writer {
             .first()
             .and_then(|r| r.try_get(0).ok())
             .unwrap_or(0);
-        let stop = Arc::new(AtomicBool::new(false));
         let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
         let attempts = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));
-        let (stop2, acks2, attempts2, errors2) =
-            (stop.clone(), acks.clone(), attempts.clone(), errors.clone());
-        let task = tokio::spawn(async move {
+        let (acks2, attempts2, errors2) = (acks.clone(), attempts.clone(), errors.clone());
+        let task = Background::spawn(|stop| async move {
             let mut client: Option<tokio_postgres::Client> = None;
             let mut id = first;
-            while !stop2.load(Ordering::SeqCst) {
+            while !stop.requested() {
                 let started = Instant::now();
                 id += 1;
                 attempts2.fetch_add(1, Ordering::Relaxed);
@@ -102,11 +99,10 @@ impl Writer {
             }
         });
         Ok(Writer {
-            stop,
             acks,
             attempts,
             errors,
-            task: Some(task),
+            task,
         })
     }
 
@@ -180,19 +176,7 @@ impl Writer {
 
     /// Stop writing and wait for the attempt in flight.
     pub async fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+        self.task.stop().await;
     }
 }
 

@@ -229,7 +229,7 @@ async fn scheduled_switchover_fires_on_time_and_can_be_cancelled() {
     let (code, body) = post(
         cluster.node(p),
         "/switchover",
-        json!({"leader": leader, "candidate": cand, "scheduled_at": iso(chrono_now() + 30)}),
+        json!({"leader": leader, "candidate": cand, "scheduled_at": iso8601_utc(unix_now() + 30)}),
     )
     .await;
     assert_eq!(code, 202, "{body}");
@@ -255,11 +255,11 @@ async fn scheduled_switchover_fires_on_time_and_can_be_cancelled() {
     assert_eq!(code, 404);
 
     // fires
-    let fire_at = chrono_now() + 4;
+    let fire_at = unix_now() + 4;
     let (code, body) = post(
         cluster.node(p),
         "/switchover",
-        json!({"leader": leader, "candidate": cand, "scheduled_at": iso(fire_at)}),
+        json!({"leader": leader, "candidate": cand, "scheduled_at": iso8601_utc(fire_at)}),
     )
     .await;
     assert_eq!(code, 202, "{body}");
@@ -276,40 +276,10 @@ async fn scheduled_switchover_fires_on_time_and_can_be_cancelled() {
         "fired early"
     );
     cluster.wait_leader(&cand).await;
-    let fired = chrono_now();
+    let fired = unix_now();
     assert!(fired >= fire_at, "fired at {fired}, scheduled {fire_at}");
     assert!(fired <= fire_at + 10, "fired late: {fired} vs {fire_at}");
     cluster.wait_streaming_replicas(c, 2).await;
-}
-
-fn chrono_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// Unix seconds as ISO 8601 in UTC (`2026-11-22T04:00:00+00:00`).
-fn iso(t: i64) -> String {
-    let days = t.div_euclid(86400);
-    let secs = t.rem_euclid(86400);
-    // civil from days (Howard Hinnant's algorithm)
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z.rem_euclid(146097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+00:00",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,14 +431,14 @@ async fn restart_reload_and_their_refusals() {
     let (code, body) = post(
         cluster.node(r),
         "/restart",
-        json!({"schedule": iso(chrono_now() + 3600)}),
+        json!({"schedule": iso8601_utc(unix_now() + 3600)}),
     )
     .await;
     assert_eq!((code, body.as_str()), (202, "Restart scheduled"));
     let (code, _) = post(
         cluster.node(r),
         "/restart",
-        json!({"schedule": iso(chrono_now() + 3600)}),
+        json!({"schedule": iso8601_utc(unix_now() + 3600)}),
     )
     .await;
     assert_eq!(code, 409);
@@ -498,7 +468,7 @@ async fn restart_reload_and_their_refusals() {
     let (code, body) = post(
         cluster.node(r),
         "/restart",
-        json!({"schedule": iso(chrono_now() + 60)}),
+        json!({"schedule": iso8601_utc(unix_now() + 60)}),
     )
     .await;
     assert_eq!(code, 500, "{body}");

@@ -4,34 +4,32 @@
 //! Rule: one connection, re-opened after any error; every attempt (connect
 //! included) is cut off after a short timeout.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use tokio::task::JoinHandle;
 
+use crate::background::Background;
 use crate::pg::Pg;
 use crate::writer::TABLE;
 
 /// Reads `max(id)` through the read-only port every `every`; counts answers
 /// and errors.
 pub struct Reader {
-    stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
-    task: Option<JoinHandle<()>>,
+    task: Background,
 }
 
 impl Reader {
     pub fn start(target: Pg, every: Duration, timeout: Duration) -> Reader {
-        let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(AtomicU64::new(0));
-        let (stop2, ok2, errors2) = (stop.clone(), ok.clone(), errors.clone());
-        let task = tokio::spawn(async move {
+        let (ok2, errors2) = (ok.clone(), errors.clone());
+        let task = Background::spawn(|stop| async move {
             let mut client: Option<tokio_postgres::Client> = None;
-            while !stop2.load(Ordering::SeqCst) {
+            while !stop.requested() {
                 let started = Instant::now();
                 let read = async {
                     if client.is_none() {
@@ -54,12 +52,7 @@ impl Reader {
                 tokio::time::sleep(every.saturating_sub(started.elapsed())).await;
             }
         });
-        Reader {
-            stop,
-            ok,
-            errors,
-            task: Some(task),
-        }
+        Reader { ok, errors, task }
     }
 
     pub fn ok(&self) -> u64 {
@@ -71,18 +64,6 @@ impl Reader {
     }
 
     pub async fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+        self.task.stop().await;
     }
 }
