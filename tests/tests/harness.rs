@@ -304,6 +304,70 @@ async fn cluster_configs_are_written_without_starting_agents() {
     assert!(cluster.node(0).config()["tags"].get("nofailover").is_none());
 }
 
+/// `EtcdMode::Three` with `.proxied()` (the chaos local target's shape): each
+/// node reaches every member through its own proxy, a cut node's proxies pass
+/// nothing while the others still do, and pausing two members loses the quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_member_etcd_through_per_node_proxies() {
+    let mut cluster = ClusterFixture::builder("etcd_three_proxied")
+        .nodes(2)
+        .etcd(EtcdMode::Three)
+        .proxied()
+        .start_agents(false)
+        .start()
+        .await;
+    let members = cluster.etcd_endpoints();
+    assert_eq!(members.len(), 3);
+    let hosts_of = |i: usize| -> Vec<String> {
+        serde_json::from_value(cluster.node(i).config()["etcd3"]["hosts"].clone()).unwrap()
+    };
+    let (hosts0, hosts1) = (hosts_of(0), hosts_of(1));
+    assert_eq!(hosts0.len(), 3);
+    for h in hosts0.iter().chain(&hosts1) {
+        assert!(!members.contains(h), "{h} is an etcd member, not a proxy");
+    }
+    assert!(
+        hosts0.iter().all(|h| !hosts1.contains(h)),
+        "proxies are per node"
+    );
+
+    let key = format!("{}smoke", cluster.prefix());
+    cluster.kv().put(&key, "through any member").await;
+    let (via0, via1) = (EtcdClient::new(hosts0), EtcdClient::new(hosts1));
+    assert_eq!(via0.get(&key).await.as_deref(), Some("through any member"));
+
+    // Node 0 cut off: nothing passes its proxies; node 1 still gets through.
+    cluster.cut_dcs(0);
+    assert!(
+        via0.try_get(&key).await.is_err(),
+        "a cut proxy passed a request"
+    );
+    assert_eq!(via1.get(&key).await.as_deref(), Some("through any member"));
+    cluster.heal_dcs(0);
+    assert_eq!(via0.get(&key).await.as_deref(), Some("through any member"));
+
+    // Two of three members paused: no quorum, so a (linearizable) read fails.
+    cluster.etcd_members().pause(1);
+    cluster.etcd_members().pause(2);
+    assert!(
+        cluster.kv().try_get(&key).await.is_err(),
+        "read without a quorum"
+    );
+    cluster.etcd_members().resume_all();
+    let kv = cluster.kv();
+    let key = &key;
+    wait_for(
+        "the quorum back",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let kv = kv.clone();
+            async move { kv.try_get(key).await.ok().flatten() }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_builds_and_accepts_the_generated_configs() {
     let bins = agent_binaries();
