@@ -208,11 +208,18 @@ impl ClusterFixture {
         .await
     }
 
-    /// A formed cluster: one writable primary, every other node streaming
-    /// from it, every node `running`; returns the primary's index.
-    pub async fn wait_healthy(&self) -> usize {
+    /// A formed cluster: one writable primary and every other node
+    /// streaming from it; returns the primary's index.
+    pub async fn wait_formed(&self) -> usize {
         let p = self.wait_primary().await;
         self.wait_streaming_replicas(p, self.len() - 1).await;
+        p
+    }
+
+    /// [`ClusterFixture::wait_formed`], and every node `running` (no
+    /// action in progress); returns the primary's index.
+    pub async fn wait_healthy(&self) -> usize {
+        let p = self.wait_formed().await;
         self.wait_all_running().await;
         p
     }

@@ -111,8 +111,7 @@ async fn bootstrap_one_primary_two_streaming_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_crash_fails_over_and_old_primary_rejoins_with_rewind() {
     let mut cluster = ClusterFixture::builder("node_crash").nodes(3).start().await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     insert_row(cluster.node(p), "crash", 1).await;
     for i in (0..3).filter(|i| *i != p) {
         wait_row(&cluster, i, "crash", 1).await;
@@ -173,8 +172,7 @@ async fn crashed_primary_with_standby_signal_rewinds_and_rejoins() {
         .nodes(3)
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     insert_row(cluster.node(p), "sig", 1).await;
     cluster.node_mut(p).kill_all();
     let q = cluster.wait_new_primary(p).await;
@@ -201,8 +199,7 @@ async fn crashed_primary_with_standby_signal_rewinds_and_rejoins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_crash_restarts_primary_in_place() {
     let cluster = ClusterFixture::builder("pg_crash").nodes(3).start().await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     let leader = cluster.leader().await;
     let old_pm = cluster.node(p).postmaster_pid().expect("postmaster");
 
@@ -227,8 +224,7 @@ async fn postgres_crash_restarts_primary_in_place() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_stop_hands_over_well_before_ttl() {
     let mut cluster = ClusterFixture::builder("clean_stop").nodes(3).start().await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     insert_row(cluster.node(p), "stop", 1).await;
 
     let t0 = Instant::now();
@@ -266,8 +262,7 @@ async fn fencing_primary_cut_off_from_etcd_goes_read_only_before_ttl() {
         .proxied()
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     let mut sampler = cluster.sampler().await;
 
     let cut_at = Instant::now();
@@ -301,8 +296,7 @@ async fn fencing_etcd_stopped_primary_demotes_and_cluster_recovers() {
         .nodes(3)
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     let mut sampler = cluster.sampler().await;
 
     let stop_at = Instant::now();
@@ -344,8 +338,7 @@ async fn fencing_etcd_stopped_primary_demotes_and_cluster_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_replica_is_not_promoted() {
     let mut cluster = ClusterFixture::builder("lagging").nodes(3).start().await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     let mut others = (0..3).filter(|i| *i != p);
     let (lag, gone) = (others.next().unwrap(), others.next().unwrap());
     // One replica leaves; the other stops replaying and falls behind by > 1 MB.
@@ -550,8 +543,7 @@ async fn frozen_primary_agent_is_fenced_and_rejoins_as_replica() {
         .nodes(3)
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     let mut sampler = cluster.sampler().await;
 
     // The agent freezes (postgres keeps running): its lease runs out, a replica
@@ -590,8 +582,7 @@ async fn default_timings_idle_cluster_stays_stable() {
         .retry_timeout(10)
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 1).await;
+    let p = cluster.wait_formed().await;
     let leader = cluster.leader().await;
     // three loops of idling
     cluster

@@ -243,8 +243,7 @@ async fn killed_watchdog_is_replaced_and_still_fences_a_frozen_agent() {
         .nodes(3)
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     let agent = cluster.node(p).pid().expect("the primary's agent runs");
     let old = watchdogs_of(agent);
     assert_eq!(old.len(), 1, "one watchdog per agent: {old:?}");
@@ -323,8 +322,7 @@ async fn frozen_agent_with_failing_probe_is_still_fenced() {
         .nodes(3)
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     execute(cluster.node(p), "CREATE TABLE fence_probe (v int)")
         .await
         .unwrap();
@@ -437,8 +435,7 @@ async fn slow_etcd_does_not_fence_a_healthy_primary() {
         .proxied()
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     let node = cluster.node(p);
     let pm = node.postmaster_pid().expect("postmaster");
     execute(node, "CREATE TABLE slow_etcd (v bigint)")

@@ -41,8 +41,7 @@ fn node_of(cluster: &ClusterFixture, server: &str) -> usize {
 /// HAProxy routing to them; returns the primary's index.
 async fn routed(name: &str) -> (ClusterFixture, HaproxyFixture, usize) {
     let cluster = ClusterFixture::builder(name).nodes(3).start().await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     let ha = HaproxyFixture::start(&cluster);
     let replicas: Vec<usize> = (0..3).filter(|i| *i != p).collect();
     ha.wait_up("primary", &strs(&names(&cluster, &[p])), ROUTING)

@@ -79,8 +79,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
         })
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     cluster.wait_all_running().await;
     let scope = cluster.scope().to_string();
     let leader = cluster.node(p).name().to_string();

@@ -92,8 +92,7 @@ async fn enable_sync(cluster: &ClusterFixture, p: usize, extra: Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_standby_is_picked_and_moves_when_it_goes() {
     let mut cluster = ClusterFixture::builder("sync_basic").nodes(3).start().await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     enable_sync(&cluster, p, json!({})).await;
     let n = cluster.node(p);
     let one = wait_for(
@@ -158,8 +157,7 @@ async fn strict_mode_blocks_writes_without_a_standby_and_resumes() {
         .nodes(2)
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 1).await;
+    let p = cluster.wait_formed().await;
     enable_sync(&cluster, p, json!({"synchronous_mode_strict": true})).await;
     let r = 1 - p;
     let rn = cluster.node(r).name().to_string();
@@ -245,8 +243,7 @@ async fn failover_promotes_the_sync_standby_even_if_an_async_one_is_ahead() {
         .nodes(3)
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     enable_sync(&cluster, p, json!({})).await;
     let n = cluster.node(p);
     let sname = wait_for(
@@ -339,8 +336,7 @@ async fn nosync_and_sync_priority_choose_the_standby() {
         .tags(2, json!({"sync_priority": 5}))
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     enable_sync(&cluster, p, json!({"synchronous_node_count": 2})).await;
     // node0 bootstraps unless it lost the race; the tagged nodes decide the rest
     let expect: Vec<String> = (0..3)
@@ -445,8 +441,7 @@ async fn cascading_replication_streams_through_the_named_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_slot_survives_failover() {
     let mut cluster = ClusterFixture::builder("perm_slot").nodes(3).start().await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     let (code, body) = send(
         cluster.node(p),
         "PATCH",
@@ -487,8 +482,7 @@ async fn permanent_slot_survives_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn member_slot_is_kept_while_the_member_is_away() {
     let mut cluster = ClusterFixture::builder("slot_ttl").nodes(2).start().await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 1).await;
+    let p = cluster.wait_formed().await;
     let r = 1 - p;
     let slot = cluster.node(r).name().to_string();
     let member_key = format!("{}members/{}", cluster.prefix(), slot);
@@ -609,8 +603,7 @@ async fn stalled_replica_is_not_admitted_to_sync_nor_promoted() {
         })
         .start()
         .await;
-    let p = cluster.wait_primary().await;
-    cluster.wait_streaming_replicas(p, 2).await;
+    let p = cluster.wait_formed().await;
     let n = cluster.node(p);
     let aname = wait_for(
         "a sync standby",

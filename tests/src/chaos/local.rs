@@ -72,8 +72,7 @@ impl LocalTarget {
             })
             .start()
             .await;
-        let p = cluster.wait_primary().await;
-        cluster.wait_streaming_replicas(p, cluster.len() - 1).await;
+        let p = cluster.wait_formed().await;
         let haproxy = HaproxyFixture::start(&cluster);
         haproxy
             .wait_up(
