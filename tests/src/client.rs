@@ -164,6 +164,18 @@ pub async fn rest_send(
     rest_send_as(node, method, path, body, None).await
 }
 
+/// [`rest_send`], panicking when the node does not answer.
+pub async fn rest_call(
+    node: &Node,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, String) {
+    rest_send(node, method, path, body)
+        .await
+        .unwrap_or_else(|| panic!("no answer to {method} {path} from {}", node.name()))
+}
+
 /// [`rest_send`] with Basic auth credentials, and a long timeout (control
 /// requests such as a switchover answer when they are done).
 pub async fn rest_send_as(

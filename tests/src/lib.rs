@@ -80,8 +80,8 @@ pub mod writer;
 
 pub use bins::{agent_binaries, pg_bin, require, AgentBinaries, PG_BIN_DIR};
 pub use client::{
-    can_write, execute, is_in_recovery, rest_json, rest_send, rest_send_as, rest_status, sql,
-    try_connect, PgAddr,
+    can_write, execute, is_in_recovery, rest_call, rest_json, rest_send, rest_send_as, rest_status,
+    sql, try_connect, PgAddr,
 };
 pub use cluster::{ClusterBuilder, ClusterFixture, EtcdMode, Node};
 pub use ctl::{

@@ -6,10 +6,6 @@ use std::time::Duration;
 
 use agent_tests::*;
 
-async fn send(node: &Node, method: &str, path: &str, body: Option<Value>) -> Option<(u16, String)> {
-    rest_send_as(node, method, path, body.as_ref(), None).await
-}
-
 /// Every agent process still runs.
 fn assert_agents_alive(cluster: &mut ClusterFixture, after: &str) {
     for i in 0..cluster.len() {
@@ -39,11 +35,11 @@ async fn pause_survives_values_patroni_writes_and_a_bad_field() {
     let p = cluster.wait_healthy().await;
     let r = 1 - p;
     // pause through the API, as `patronictl pause` does
-    let (code, body) = send(
+    let (code, body) = rest_send(
         cluster.node(p),
         "PATCH",
         "/config",
-        Some(json!({"pause": true})),
+        Some(&json!({"pause": true})),
     )
     .await
     .expect("answer");
@@ -130,11 +126,11 @@ async fn pause_survives_values_patroni_writes_and_a_bad_field() {
     );
 
     // resume: the old leader's postgres comes back and leads again
-    let (code, body) = send(
+    let (code, body) = rest_send(
         cluster.node(r),
         "PATCH",
         "/config",
-        Some(json!({"pause": false})),
+        Some(&json!({"pause": false})),
     )
     .await
     .expect("answer");
@@ -149,11 +145,11 @@ async fn no_request_or_stored_value_crashes_an_agent() {
     let r = 1 - p;
     // POST /restart with a timeout no Duration can hold
     for timeout in [json!(1e300), json!(-1), json!("1e400"), json!(f64::MAX)] {
-        let ans = send(
+        let ans = rest_send(
             cluster.node(r),
             "POST",
             "/restart",
-            Some(json!({"timeout": timeout.clone()})),
+            Some(&json!({"timeout": timeout.clone()})),
         )
         .await;
         let (code, body) =
@@ -161,27 +157,27 @@ async fn no_request_or_stored_value_crashes_an_agent() {
         assert_eq!(code, 400, "timeout {timeout}: {body}");
     }
     // PATCH /config with timings no Duration can hold is refused, naming a key
-    let (code, body) = send(
+    let (code, body) = rest_send(
         cluster.node(p),
         "PATCH",
         "/config",
-        Some(json!({"loop_wait": 1e300, "ttl": 1e301})),
+        Some(&json!({"loop_wait": 1e300, "ttl": 1e301})),
     )
     .await
     .expect("answer");
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("ttl") || body.contains("loop_wait"), "{body}");
     // a scheduled restart far in the future is fine and can be cancelled
-    let (code, body) = send(
+    let (code, body) = rest_send(
         cluster.node(r),
         "POST",
         "/restart",
-        Some(json!({"schedule": "9999-12-31T23:59:59+00:00"})),
+        Some(&json!({"schedule": "9999-12-31T23:59:59+00:00"})),
     )
     .await
     .expect("answer");
     assert!(code == 202 || code == 400 || code == 422, "{code} {body}");
-    let _ = send(cluster.node(r), "DELETE", "/restart", None).await;
+    let _ = rest_send(cluster.node(r), "DELETE", "/restart", None).await;
     // health checks with odd query strings
     for q in [
         "/replica?lag=1e400",

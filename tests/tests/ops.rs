@@ -8,18 +8,6 @@ use agent_tests::*;
 
 const TTL: Duration = Duration::from_secs(6);
 
-async fn post(node: &Node, path: &str, body: Value) -> (u16, String) {
-    rest_send_as(node, "POST", path, Some(&body), None)
-        .await
-        .unwrap_or_else(|| panic!("no answer to POST {path} from {}", node.name()))
-}
-
-async fn send(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
-    rest_send_as(node, method, path, body.as_ref(), None)
-        .await
-        .unwrap_or_else(|| panic!("no answer to {method} {path} from {}", node.name()))
-}
-
 fn other(cluster: &ClusterFixture, not: &[usize]) -> usize {
     (0..cluster.len()).find(|i| !not.contains(i)).unwrap()
 }
@@ -41,10 +29,11 @@ async fn switchover_hands_over_and_old_leader_follows_without_rewind() {
     .unwrap();
 
     let t0 = Instant::now();
-    let (code, body) = post(
+    let (code, body) = rest_call(
         cluster.node(p),
+        "POST",
         "/switchover",
-        json!({"leader": leader, "candidate": cand}),
+        Some(&json!({"leader": leader, "candidate": cand})),
     )
     .await;
     eprintln!(
@@ -151,7 +140,7 @@ async fn switchover_and_failover_refusals() {
         ),
     ];
     for (path, body, code, msg) in cases {
-        let (got, text) = post(n, path, body.clone()).await;
+        let (got, text) = rest_call(n, "POST", path, Some(&body)).await;
         assert_eq!(got, code, "{path} {body}: {text}");
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
         assert!(
@@ -189,10 +178,11 @@ async fn nofailover_candidate_is_refused() {
     cluster.wait_all_running().await;
     let tagged = cluster.node(1).name().to_string();
     let leader = cluster.node(p).name().to_string();
-    let (code, text) = post(
+    let (code, text) = rest_call(
         cluster.node(p),
+        "POST",
         "/switchover",
-        json!({"leader": leader, "candidate": tagged}),
+        Some(&json!({"leader": leader, "candidate": tagged})),
     )
     .await;
     assert_eq!(code, 412, "{text}");
@@ -208,7 +198,13 @@ async fn failover_to_a_candidate() {
     let p = cluster.wait_healthy().await;
     let c = other(&cluster, &[p]);
     let cand = cluster.node(c).name().to_string();
-    let (code, body) = post(cluster.node(c), "/failover", json!({"candidate": cand})).await;
+    let (code, body) = rest_call(
+        cluster.node(c),
+        "POST",
+        "/failover",
+        Some(&json!({"candidate": cand})),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(&format!("\"{cand}\"")), "{body}");
     assert_eq!(cluster.wait_primary().await, c);
@@ -226,11 +222,7 @@ async fn scheduled_switchover_fires_on_time_and_can_be_cancelled() {
     );
 
     // cancelled
-    let (code, body) = post(
-        cluster.node(p),
-        "/switchover",
-        json!({"leader": leader, "candidate": cand, "scheduled_at": iso8601_utc(unix_now() + 30)}),
-    )
+    let (code, body) = rest_call(cluster.node(p), "POST", "/switchover", Some(&json!({"leader": leader, "candidate": cand, "scheduled_at": iso8601_utc(unix_now() + 30)})))
     .await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body, "Switchover scheduled");
@@ -249,17 +241,18 @@ async fn scheduled_switchover_fires_on_time_and_can_be_cancelled() {
         },
     )
     .await;
-    let (code, body) = send(cluster.node(p), "DELETE", "/switchover", None).await;
+    let (code, body) = rest_call(cluster.node(p), "DELETE", "/switchover", None).await;
     assert_eq!((code, body.as_str()), (200, "scheduled switchover deleted"));
-    let (code, _) = send(cluster.node(p), "DELETE", "/switchover", None).await;
+    let (code, _) = rest_call(cluster.node(p), "DELETE", "/switchover", None).await;
     assert_eq!(code, 404);
 
     // fires
     let fire_at = unix_now() + 4;
-    let (code, body) = post(
+    let (code, body) = rest_call(
         cluster.node(p),
+        "POST",
         "/switchover",
-        json!({"leader": leader, "candidate": cand, "scheduled_at": iso8601_utc(fire_at)}),
+        Some(&json!({"leader": leader, "candidate": cand, "scheduled_at": iso8601_utc(fire_at)})),
     )
     .await;
     assert_eq!(code, 202, "{body}");
@@ -286,11 +279,11 @@ async fn scheduled_switchover_fires_on_time_and_can_be_cancelled() {
 async fn pause_stops_automation_and_resume_restores_it() {
     let cluster = ClusterFixture::builder("pause").nodes(3).start().await;
     let p = cluster.wait_healthy().await;
-    let (code, body) = send(
+    let (code, body) = rest_call(
         cluster.node(p),
         "PATCH",
         "/config",
-        Some(json!({"pause": true})),
+        Some(&json!({"pause": true})),
     )
     .await;
     assert_eq!(code, 200, "{body}");
@@ -329,11 +322,11 @@ async fn pause_stops_automation_and_resume_restores_it() {
     );
     let _ = leader;
     // resume: the cluster heals by itself
-    let (code, body) = send(
+    let (code, body) = rest_call(
         cluster.node(p),
         "PATCH",
         "/config",
-        Some(json!({"pause": null})),
+        Some(&json!({"pause": null})),
     )
     .await;
     assert_eq!(code, 200, "{body}");
@@ -355,11 +348,11 @@ async fn resume_without_failover_when_the_primary_is_healthy() {
     let p = cluster.wait_healthy().await;
     let leader = cluster.leader().await;
     assert_eq!(
-        send(
+        rest_call(
             cluster.node(p),
             "PATCH",
             "/config",
-            Some(json!({"pause": true}))
+            Some(&json!({"pause": true}))
         )
         .await
         .0,
@@ -369,11 +362,11 @@ async fn resume_without_failover_when_the_primary_is_healthy() {
         .hold_leader("a paused leader", leader.as_deref(), Duration::from_secs(2))
         .await;
     assert_eq!(
-        send(
+        rest_call(
             cluster.node(p),
             "PATCH",
             "/config",
-            Some(json!({"pause": null}))
+            Some(&json!({"pause": null}))
         )
         .await
         .0,
@@ -396,62 +389,89 @@ async fn restart_reload_and_their_refusals() {
     let p = cluster.wait_healthy().await;
     let r = other(&cluster, &[p]);
     let old_pm = cluster.node(r).postmaster_pid().unwrap();
-    let (code, body) = post(cluster.node(r), "/restart", json!({})).await;
+    let (code, body) = rest_call(cluster.node(r), "POST", "/restart", Some(&json!({}))).await;
     assert_eq!((code, body.as_str()), (200, "restarted successfully"));
     assert_ne!(cluster.node(r).postmaster_pid(), Some(old_pm));
     cluster.wait_streaming_replicas(p, 2).await;
 
     // the primary restarts in place and keeps the key
     let leader = cluster.leader().await;
-    let (code, body) = post(cluster.node(p), "/restart", json!({"role": "primary"})).await;
+    let (code, body) = rest_call(
+        cluster.node(p),
+        "POST",
+        "/restart",
+        Some(&json!({"role": "primary"})),
+    )
+    .await;
     assert_eq!((code, body.as_str()), (200, "restarted successfully"));
     assert_eq!(cluster.leader().await, leader);
     assert_eq!(cluster.wait_primary().await, p);
 
     // filters and bad requests
-    let (code, body) = post(cluster.node(r), "/restart", json!({"role": "primary"})).await;
+    let (code, body) = rest_call(
+        cluster.node(r),
+        "POST",
+        "/restart",
+        Some(&json!({"role": "primary"})),
+    )
+    .await;
     assert_eq!(code, 503, "{body}");
     assert!(
         body.contains("restart conditions are not satisfied"),
         "{body}"
     );
-    let (code, body) = post(
+    let (code, body) = rest_call(
         cluster.node(r),
+        "POST",
         "/restart",
-        json!({"restart_pending": true}),
+        Some(&json!({"restart_pending": true})),
     )
     .await;
     assert_eq!(code, 503, "{body}");
-    let (code, body) = post(cluster.node(r), "/restart", json!({"bogus": 1})).await;
-    assert_eq!(code, 400, "{body}");
-    let (code, _) = post(cluster.node(r), "/restart", json!({"role": "king"})).await;
-    assert_eq!(code, 400);
-    let (code, _) = send(cluster.node(r), "DELETE", "/restart", None).await;
-    assert_eq!(code, 404);
-    let (code, body) = post(
+    let (code, body) = rest_call(
         cluster.node(r),
+        "POST",
         "/restart",
-        json!({"schedule": iso8601_utc(unix_now() + 3600)}),
+        Some(&json!({"bogus": 1})),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = rest_call(
+        cluster.node(r),
+        "POST",
+        "/restart",
+        Some(&json!({"role": "king"})),
+    )
+    .await;
+    assert_eq!(code, 400);
+    let (code, _) = rest_call(cluster.node(r), "DELETE", "/restart", None).await;
+    assert_eq!(code, 404);
+    let (code, body) = rest_call(
+        cluster.node(r),
+        "POST",
+        "/restart",
+        Some(&json!({"schedule": iso8601_utc(unix_now() + 3600)})),
     )
     .await;
     assert_eq!((code, body.as_str()), (202, "Restart scheduled"));
-    let (code, _) = post(
+    let (code, _) = rest_call(
         cluster.node(r),
+        "POST",
         "/restart",
-        json!({"schedule": iso8601_utc(unix_now() + 3600)}),
+        Some(&json!({"schedule": iso8601_utc(unix_now() + 3600)})),
     )
     .await;
     assert_eq!(code, 409);
-    let (code, body) = send(cluster.node(r), "DELETE", "/restart", None).await;
+    let (code, body) = rest_call(cluster.node(r), "DELETE", "/restart", None).await;
     assert_eq!((code, body.as_str()), (200, "scheduled restart deleted"));
 
     // in pause a restart may not be scheduled
     assert_eq!(
-        send(
+        rest_call(
             cluster.node(p),
             "PATCH",
             "/config",
-            Some(json!({"pause": true}))
+            Some(&json!({"pause": true}))
         )
         .await
         .0,
@@ -465,26 +485,27 @@ async fn restart_reload_and_their_refusals() {
         || async move { (rest_json(n, "/patroni").await?["pause"] == true).then_some(()) },
     )
     .await;
-    let (code, body) = post(
+    let (code, body) = rest_call(
         cluster.node(r),
+        "POST",
         "/restart",
-        json!({"schedule": iso8601_utc(unix_now() + 60)}),
+        Some(&json!({"schedule": iso8601_utc(unix_now() + 60)})),
     )
     .await;
     assert_eq!(code, 500, "{body}");
     assert_eq!(
-        send(
+        rest_call(
             cluster.node(p),
             "PATCH",
             "/config",
-            Some(json!({"pause": null}))
+            Some(&json!({"pause": null}))
         )
         .await
         .0,
         200
     );
 
-    let (code, body) = post(cluster.node(p), "/reload", json!({})).await;
+    let (code, body) = rest_call(cluster.node(p), "POST", "/reload", Some(&json!({}))).await;
     assert_eq!((code, body.as_str()), (202, "reload scheduled"));
 }
 
@@ -493,7 +514,7 @@ async fn reinitialize_replica_and_refuse_on_leader() {
     let cluster = ClusterFixture::builder("reinit").nodes(3).start().await;
     let p = cluster.wait_healthy().await;
     let r = other(&cluster, &[p]);
-    let (code, body) = post(cluster.node(p), "/reinitialize", json!({})).await;
+    let (code, body) = rest_call(cluster.node(p), "POST", "/reinitialize", Some(&json!({}))).await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("I am the leader"), "{body}");
     execute(
@@ -503,7 +524,13 @@ async fn reinitialize_replica_and_refuse_on_leader() {
     .await
     .unwrap();
     let old_pm = cluster.node(r).postmaster_pid();
-    let (code, body) = post(cluster.node(r), "/reinitialize", json!({"force": true})).await;
+    let (code, body) = rest_call(
+        cluster.node(r),
+        "POST",
+        "/reinitialize",
+        Some(&json!({"force": true})),
+    )
+    .await;
     assert_eq!((code, body.as_str()), (200, "reinitialize started"));
     let n = cluster.node(r);
     wait_for(
@@ -529,30 +556,25 @@ async fn config_changes_apply_everywhere_and_are_validated() {
     let cluster = ClusterFixture::builder("config").nodes(3).start().await;
     let p = cluster.wait_healthy().await;
     // the ttl rule is enforced
-    let (code, body) = send(
+    let (code, body) = rest_call(
         cluster.node(p),
         "PATCH",
         "/config",
-        Some(json!({"ttl": 5, "loop_wait": 2})),
+        Some(&json!({"ttl": 5, "loop_wait": 2})),
     )
     .await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("ttl"), "{body}");
-    let (code, _) = send(
+    let (code, _) = rest_call(
         cluster.node(p),
         "PATCH",
         "/config",
-        Some(json!({"ttl": "soon"})),
+        Some(&json!({"ttl": "soon"})),
     )
     .await;
     assert_eq!(code, 400);
     // a reloadable parameter applies on every node within a loop or two
-    let (code, body) = send(
-        cluster.node(p),
-        "PATCH",
-        "/config",
-        Some(json!({"postgresql": {"parameters": {"work_mem": "7MB"}}, "maximum_lag_on_failover": 2097152})),
-    )
+    let (code, body) = rest_call(cluster.node(p), "PATCH", "/config", Some(&json!({"postgresql": {"parameters": {"work_mem": "7MB"}}, "maximum_lag_on_failover": 2097152})))
     .await;
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -572,11 +594,11 @@ async fn config_changes_apply_everywhere_and_are_validated() {
         .await;
     }
     // one that needs a restart shows as pending_restart
-    let (code, _) = send(
+    let (code, _) = rest_call(
         cluster.node(p),
         "PATCH",
         "/config",
-        Some(json!({"postgresql": {"parameters": {"max_connections": 60}}})),
+        Some(&json!({"postgresql": {"parameters": {"max_connections": 60}}})),
     )
     .await;
     assert_eq!(code, 200);
@@ -591,7 +613,7 @@ async fn config_changes_apply_everywhere_and_are_validated() {
     cfg.as_object_mut()
         .unwrap()
         .remove("maximum_lag_on_failover");
-    let (code, body) = send(cluster.node(p), "PUT", "/config", Some(cfg.clone())).await;
+    let (code, body) = rest_call(cluster.node(p), "PUT", "/config", Some(&cfg.clone())).await;
     assert_eq!(code, 200, "{body}");
     let cfg = &cfg;
     wait_for(
@@ -657,7 +679,7 @@ async fn reload_rereads_the_configuration_file() {
     cfg["tags"]["noloadbalance"] = json!(true);
     cfg["postgresql"]["parameters"]["work_mem"] = json!("9MB");
     cluster.node_mut(r).write_config(cfg.clone());
-    let (code, body) = post(cluster.node(r), "/reload", json!({})).await;
+    let (code, body) = rest_call(cluster.node(r), "POST", "/reload", Some(&json!({}))).await;
     assert_eq!((code, body.as_str()), (202, "reload scheduled"));
     let n = cluster.node(r);
     wait_for(

@@ -9,12 +9,6 @@ use std::time::{Duration, Instant};
 
 use agent_tests::*;
 
-async fn send(node: &Node, method: &str, path: &str, body: Value) -> (u16, String) {
-    rest_send_as(node, method, path, Some(&body), None)
-        .await
-        .unwrap_or_else(|| panic!("no answer to {method} {path}"))
-}
-
 /// The `sync` key's synchronous standbys (sorted) and leader.
 async fn sync_key(cluster: &ClusterFixture) -> Option<(String, Vec<String>)> {
     let v: Value = serde_json::from_str(
@@ -85,7 +79,7 @@ async fn enable_sync(cluster: &ClusterFixture, p: usize, extra: Value) {
             b.insert(k.clone(), v.clone());
         }
     }
-    let (code, text) = send(cluster.node(p), "PATCH", "/config", body).await;
+    let (code, text) = rest_call(cluster.node(p), "PATCH", "/config", Some(&body)).await;
     assert_eq!(code, 200, "{text}");
 }
 
@@ -125,11 +119,11 @@ async fn sync_standby_is_picked_and_moves_when_it_goes() {
     .await
     .unwrap();
     // turning synchronous mode off clears both
-    let (code, _) = send(
+    let (code, _) = rest_call(
         cluster.node(p),
         "PATCH",
         "/config",
-        json!({"synchronous_mode": null}),
+        Some(&json!({"synchronous_mode": null})),
     )
     .await;
     assert_eq!(code, 200);
@@ -442,11 +436,11 @@ async fn cascading_replication_streams_through_the_named_member() {
 async fn permanent_slot_survives_failover() {
     let mut cluster = ClusterFixture::builder("perm_slot").nodes(3).start().await;
     let p = cluster.wait_formed().await;
-    let (code, body) = send(
+    let (code, body) = rest_call(
         cluster.node(p),
         "PATCH",
         "/config",
-        json!({"slots": {"archiver": {"type": "physical"}}}),
+        Some(&json!({"slots": {"archiver": {"type": "physical"}}})),
     )
     .await;
     assert_eq!(code, 200, "{body}");
@@ -543,11 +537,11 @@ async fn member_slot_is_kept_while_the_member_is_away() {
     .unwrap();
     assert!(rows[0].get::<_, bool>(0));
     // with member_slots_ttl 0 a departed member's slot goes at once
-    let (code, _) = send(
+    let (code, _) = rest_call(
         cluster.node(p),
         "PATCH",
         "/config",
-        json!({"member_slots_ttl": 0}),
+        Some(&json!({"member_slots_ttl": 0})),
     )
     .await;
     assert_eq!(code, 200);
