@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::client::{can_write, rest_json, rest_status, sql};
+use serde_json::Value;
+
 use crate::cluster::ClusterFixture;
 use crate::pg::Pg;
 use crate::sampler::{Addrs, Sampler};
@@ -248,6 +250,33 @@ impl ClusterFixture {
             || async move { (self.leader().await.as_deref() == Some(name)).then_some(()) },
         )
         .await;
+    }
+
+    /// Wait until the member key of `name` (as JSON, `Null` while absent)
+    /// satisfies `pred`, naming `what`; returns it.
+    pub async fn wait_member(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let rel = format!("members/{name}");
+        let (rel, pred) = (&rel, &pred);
+        let what = format!("{what} (the member key of {name})");
+        wait_for_result(
+            &what,
+            self.wait_timeout(),
+            Duration::from_millis(100),
+            || async move {
+                let v = self.key_json(rel).await;
+                if pred(&v) {
+                    Ok(v)
+                } else {
+                    Err(format!("{v}"))
+                }
+            },
+        )
+        .await
     }
 
     /// A [`Sampler`] over every node's postgres, every 100 ms, already

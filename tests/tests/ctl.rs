@@ -413,18 +413,11 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
         .await;
     run.assert_success()
         .assert_stdout_contains(&format!("Success: restart scheduled on member {r1_name}"));
-    let c = &cluster;
-    let r1n = r1_name.as_str();
-    wait_for(
-        "the scheduled restart in the member key",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || async move {
-            let m = c.key_json(&format!("members/{r1n}")).await;
-            m["scheduled_restart"]["schedule"].is_string().then_some(())
-        },
-    )
-    .await;
+    cluster
+        .wait_member(&r1_name, "a scheduled restart", |m| {
+            m["scheduled_restart"]["schedule"].is_string()
+        })
+        .await;
     let run = ctl.run(&["list", "-e"]).await;
     run.assert_success();
     let t = &parse_tables(&run.stdout)[0];
@@ -434,16 +427,11 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
     run.assert_success().assert_stdout_contains(&format!(
         "Success: flush scheduled restart for member {r1_name}"
     ));
-    wait_for(
-        "the scheduled restart gone from the member key",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || async move {
-            let m = c.key_json(&format!("members/{r1n}")).await;
-            m.get("scheduled_restart").is_none().then_some(())
-        },
-    )
-    .await;
+    cluster
+        .wait_member(&r1_name, "no scheduled restart", |m| {
+            m.get("scheduled_restart").is_none()
+        })
+        .await;
     let (code, _) = rest_send_as(cluster.node(r1), "DELETE", "/restart", None, Some(AUTH))
         .await
         .unwrap();

@@ -340,18 +340,13 @@ async fn frozen_agent_with_failing_probe_is_still_fenced() {
     .await;
     // ...as the HA loop itself sees it: its member key says so (REST's /patroni
     // asks postgres directly); the cycle that published it set the fence next...
-    let key = format!("{}members/{}", cluster.prefix(), cluster.node(p).name());
-    let (key, etcd) = (&key, &cluster.kv());
-    wait_for(
-        "the loop to publish its postgres as not answering",
-        Duration::from_secs(15),
-        Duration::from_millis(100),
-        || async move {
-            let v: Value = serde_json::from_str(&etcd.get(key).await?).ok()?;
-            (v["state"] == "starting").then_some(())
-        },
-    )
-    .await;
+    cluster
+        .wait_member(
+            cluster.node(p).name(),
+            "the loop to publish its postgres as not answering",
+            |m| m["state"] == "starting",
+        )
+        .await;
     // ...and it still is a writable primary.
     held[0]
         .batch_execute("INSERT INTO fence_probe VALUES (1)")

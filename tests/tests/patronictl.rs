@@ -202,18 +202,11 @@ async fn patronictl_operates_a_cluster_of_agents() {
         .await;
     run.assert_success()
         .assert_stdout_contains(&format!("Success: restart scheduled on member {cand}"));
-    let cl = &cluster;
-    let cn = cand.as_str();
-    wait_for(
-        "the scheduled restart in the member key",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || async move {
-            let m = cl.key_json(&format!("members/{cn}")).await;
-            m["scheduled_restart"]["schedule"].is_string().then_some(())
-        },
-    )
-    .await;
+    cluster
+        .wait_member(&cand, "a scheduled restart", |m| {
+            m["scheduled_restart"]["schedule"].is_string()
+        })
+        .await;
     ctl.run(&["list", "-e"])
         .await
         .assert_success()
@@ -222,16 +215,11 @@ async fn patronictl_operates_a_cluster_of_agents() {
     run.assert_success().assert_stdout_contains(&format!(
         "Success: flush scheduled restart for member {cand}"
     ));
-    wait_for(
-        "the scheduled restart gone from the member key",
-        Duration::from_secs(10),
-        Duration::from_millis(100),
-        || async move {
-            let m = cl.key_json(&format!("members/{cn}")).await;
-            m.get("scheduled_restart").is_none().then_some(())
-        },
-    )
-    .await;
+    cluster
+        .wait_member(&cand, "no scheduled restart", |m| {
+            m.get("scheduled_restart").is_none()
+        })
+        .await;
 
     // ---- switchover (patronictl 4: [CLUSTER] --leader X --candidate Y --force)
     wait_settled(&ctl, &leader, 1).await;
@@ -369,6 +357,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
     let input = format!("{scope}\nYes I am aware\n{leader}\n");
     let run = ctl.run_with_input(&["remove", &scope], &input).await;
     run.assert_success();
+    let cl = &cluster;
     wait_for_result(
         "the agents to write their keys again after remove",
         Duration::from_secs(15),
