@@ -36,7 +36,7 @@ use crate::proc::{
 };
 use crate::proxy::TcpProxy;
 
-/// How long the convenience waits ([`crate::wait_primary`], ...) wait by default.
+/// How long the convenience waits ([`ClusterFixture::wait_primary`], ...) wait by default.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long agents get to stop on SIGTERM when the fixture is dropped.
 const DROP_TERM_GRACE: Duration = Duration::from_secs(10);
@@ -382,7 +382,7 @@ impl ClusterFixture {
         self.dir.keep();
     }
 
-    /// Timeout of the convenience waits ([`crate::wait_primary`], ...).
+    /// Timeout of the convenience waits ([`ClusterFixture::wait_primary`], ...).
     pub fn wait_timeout(&self) -> Duration {
         self.wait_timeout
     }
