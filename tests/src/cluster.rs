@@ -311,6 +311,12 @@ impl ClusterFixture {
         }
     }
 
+    /// `PATCH /config` with `body` on node `i`: status and body text (panics
+    /// without an answer).
+    pub async fn patch_config(&self, i: usize, body: Value) -> (u16, String) {
+        crate::client::rest_call(self.node(i), "PATCH", "/config", Some(&body)).await
+    }
+
     /// Keys in this cluster's etcd, through any member that answers.
     pub fn kv(&self) -> EtcdClient {
         match &self.etcd {

@@ -279,13 +279,7 @@ async fn scheduled_switchover_fires_on_time_and_can_be_cancelled() {
 async fn pause_stops_automation_and_resume_restores_it() {
     let cluster = ClusterFixture::builder("pause").nodes(3).start().await;
     let p = cluster.wait_healthy().await;
-    let (code, body) = rest_call(
-        cluster.node(p),
-        "PATCH",
-        "/config",
-        Some(&json!({"pause": true})),
-    )
-    .await;
+    let (code, body) = cluster.patch_config(p, json!({"pause": true})).await;
     assert_eq!(code, 200, "{body}");
     for i in 0..3 {
         let n = cluster.node(i);
@@ -322,13 +316,7 @@ async fn pause_stops_automation_and_resume_restores_it() {
     );
     let _ = leader;
     // resume: the cluster heals by itself
-    let (code, body) = rest_call(
-        cluster.node(p),
-        "PATCH",
-        "/config",
-        Some(&json!({"pause": null})),
-    )
-    .await;
+    let (code, body) = cluster.patch_config(p, json!({"pause": null})).await;
     assert_eq!(code, 200, "{body}");
     let q = cluster.wait_primary().await;
     cluster.wait_streaming_replicas(q, 2).await;
@@ -347,31 +335,11 @@ async fn resume_without_failover_when_the_primary_is_healthy() {
         .await;
     let p = cluster.wait_healthy().await;
     let leader = cluster.leader().await;
-    assert_eq!(
-        rest_call(
-            cluster.node(p),
-            "PATCH",
-            "/config",
-            Some(&json!({"pause": true}))
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(cluster.patch_config(p, json!({"pause": true})).await.0, 200);
     cluster
         .hold_leader("a paused leader", leader.as_deref(), Duration::from_secs(2))
         .await;
-    assert_eq!(
-        rest_call(
-            cluster.node(p),
-            "PATCH",
-            "/config",
-            Some(&json!({"pause": null}))
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(cluster.patch_config(p, json!({"pause": null})).await.0, 200);
     cluster
         .hold_leader(
             "a resumed healthy leader",
@@ -466,17 +434,7 @@ async fn restart_reload_and_their_refusals() {
     assert_eq!((code, body.as_str()), (200, "scheduled restart deleted"));
 
     // in pause a restart may not be scheduled
-    assert_eq!(
-        rest_call(
-            cluster.node(p),
-            "PATCH",
-            "/config",
-            Some(&json!({"pause": true}))
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(cluster.patch_config(p, json!({"pause": true})).await.0, 200);
     let n = cluster.node(r);
     wait_for(
         "pause seen",
@@ -493,17 +451,7 @@ async fn restart_reload_and_their_refusals() {
     )
     .await;
     assert_eq!(code, 500, "{body}");
-    assert_eq!(
-        rest_call(
-            cluster.node(p),
-            "PATCH",
-            "/config",
-            Some(&json!({"pause": null}))
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(cluster.patch_config(p, json!({"pause": null})).await.0, 200);
 
     let (code, body) = rest_call(cluster.node(p), "POST", "/reload", Some(&json!({}))).await;
     assert_eq!((code, body.as_str()), (202, "reload scheduled"));
@@ -556,25 +504,15 @@ async fn config_changes_apply_everywhere_and_are_validated() {
     let cluster = ClusterFixture::builder("config").nodes(3).start().await;
     let p = cluster.wait_healthy().await;
     // the ttl rule is enforced
-    let (code, body) = rest_call(
-        cluster.node(p),
-        "PATCH",
-        "/config",
-        Some(&json!({"ttl": 5, "loop_wait": 2})),
-    )
-    .await;
+    let (code, body) = cluster
+        .patch_config(p, json!({"ttl": 5, "loop_wait": 2}))
+        .await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("ttl"), "{body}");
-    let (code, _) = rest_call(
-        cluster.node(p),
-        "PATCH",
-        "/config",
-        Some(&json!({"ttl": "soon"})),
-    )
-    .await;
+    let (code, _) = cluster.patch_config(p, json!({"ttl": "soon"})).await;
     assert_eq!(code, 400);
     // a reloadable parameter applies on every node within a loop or two
-    let (code, body) = rest_call(cluster.node(p), "PATCH", "/config", Some(&json!({"postgresql": {"parameters": {"work_mem": "7MB"}}, "maximum_lag_on_failover": 2097152})))
+    let (code, body) = cluster.patch_config(p, json!({"postgresql": {"parameters": {"work_mem": "7MB"}}, "maximum_lag_on_failover": 2097152}))
     .await;
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
@@ -594,13 +532,12 @@ async fn config_changes_apply_everywhere_and_are_validated() {
         .await;
     }
     // one that needs a restart shows as pending_restart
-    let (code, _) = rest_call(
-        cluster.node(p),
-        "PATCH",
-        "/config",
-        Some(&json!({"postgresql": {"parameters": {"max_connections": 60}}})),
-    )
-    .await;
+    let (code, _) = cluster
+        .patch_config(
+            p,
+            json!({"postgresql": {"parameters": {"max_connections": 60}}}),
+        )
+        .await;
     assert_eq!(code, 200);
     let n = cluster.node(p);
     wait_for("pending_restart in /patroni", Duration::from_secs(15), Duration::from_millis(200), || async move {

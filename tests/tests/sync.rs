@@ -79,7 +79,7 @@ async fn enable_sync(cluster: &ClusterFixture, p: usize, extra: Value) {
             b.insert(k.clone(), v.clone());
         }
     }
-    let (code, text) = rest_call(cluster.node(p), "PATCH", "/config", Some(&body)).await;
+    let (code, text) = cluster.patch_config(p, body).await;
     assert_eq!(code, 200, "{text}");
 }
 
@@ -119,13 +119,9 @@ async fn sync_standby_is_picked_and_moves_when_it_goes() {
     .await
     .unwrap();
     // turning synchronous mode off clears both
-    let (code, _) = rest_call(
-        cluster.node(p),
-        "PATCH",
-        "/config",
-        Some(&json!({"synchronous_mode": null})),
-    )
-    .await;
+    let (code, _) = cluster
+        .patch_config(p, json!({"synchronous_mode": null}))
+        .await;
     assert_eq!(code, 200);
     let c = &cluster;
     wait_for("sync key gone and ssn empty", Duration::from_secs(20), Duration::from_millis(200), || async move {
@@ -436,13 +432,9 @@ async fn cascading_replication_streams_through_the_named_member() {
 async fn permanent_slot_survives_failover() {
     let mut cluster = ClusterFixture::builder("perm_slot").nodes(3).start().await;
     let p = cluster.wait_formed().await;
-    let (code, body) = rest_call(
-        cluster.node(p),
-        "PATCH",
-        "/config",
-        Some(&json!({"slots": {"archiver": {"type": "physical"}}})),
-    )
-    .await;
+    let (code, body) = cluster
+        .patch_config(p, json!({"slots": {"archiver": {"type": "physical"}}}))
+        .await;
     assert_eq!(code, 200, "{body}");
     let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.pg_port()).collect();
     let has_slot = |port: u16| async move {
@@ -537,13 +529,9 @@ async fn member_slot_is_kept_while_the_member_is_away() {
     .unwrap();
     assert!(rows[0].get::<_, bool>(0));
     // with member_slots_ttl 0 a departed member's slot goes at once
-    let (code, _) = rest_call(
-        cluster.node(p),
-        "PATCH",
-        "/config",
-        Some(&json!({"member_slots_ttl": 0})),
-    )
-    .await;
+    let (code, _) = cluster
+        .patch_config(p, json!({"member_slots_ttl": 0}))
+        .await;
     assert_eq!(code, 200);
     cluster.node_mut(r).stop_term(Duration::from_secs(30));
     let s2 = slot.clone();
