@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use serde_json::Value;
+
 use crate::bins::agent_binaries;
+use crate::wait::wait_for_result;
 
 /// Where CI installs patronictl (a Python venv); `PATRONICTL` overrides it.
 pub const PATRONICTL_DEFAULT: &str = "/opt/patroni-venv/bin/patronictl";
@@ -202,6 +205,42 @@ impl Cli {
             elapsed,
             timeout: self.timeout,
         }
+    }
+
+    /// Wait (up to 60 s) until `list -f json` shows `leader` as Leader and
+    /// every other member as a streaming Replica on timeline `tl` with no lag
+    /// (a replica that has just started may publish a stale position for a
+    /// cycle, and a switchover to it would rightly be refused as lagging).
+    /// For `agentctl` and `patronictl` alike.
+    pub async fn wait_list_settled(&self, leader: &str, tl: u64) {
+        wait_for_result(
+            "list to show the leader and streaming replicas",
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+            || async move {
+                let run = self.run(&["list", "-f", "json"]).await;
+                if run.code != Some(0) {
+                    return Err(run.to_string());
+                }
+                let rows: Value =
+                    serde_json::from_str(run.stdout.trim()).map_err(|e| format!("{e}\n{run}"))?;
+                for r in rows.as_array().ok_or(format!("not a list\n{run}"))? {
+                    let want = if r["Member"] == leader {
+                        ("Leader", "running")
+                    } else {
+                        ("Replica", "streaming")
+                    };
+                    if r["Role"] != want.0 || r["State"] != want.1 || r["TL"] != tl {
+                        return Err(format!("{r}"));
+                    }
+                    if want.0 == "Replica" && (r["Receive Lag"] != 0 || r["Replay Lag"] != 0) {
+                        return Err(format!("lagging: {r}"));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 }
 

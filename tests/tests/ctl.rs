@@ -37,37 +37,6 @@ async fn list_json(ctl: &Cli) -> Vec<Value> {
         .clone()
 }
 
-/// Wait until `list -f json` shows `leader` as Leader and every other member
-/// as a streaming Replica on timeline `tl`, less than half a MB behind.
-async fn wait_list_settled(ctl: &Cli, leader: &str, tl: u64) {
-    wait_for_result(
-        "agentctl list to show the leader and streaming replicas",
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-        || async move {
-            let rows = list_json(ctl).await;
-            for r in &rows {
-                let (name, role, state) = (&r["Member"], &r["Role"], &r["State"]);
-                let want = if name == leader {
-                    ("Leader", "running")
-                } else {
-                    ("Replica", "streaming")
-                };
-                if role != want.0 || state != want.1 || r["TL"] != tl {
-                    return Err(format!("{r}"));
-                }
-                // a replica that has just started may publish a stale position
-                // for a cycle; a switchover would rightly refuse it as lagging
-                if role == "Replica" && (r["Receive Lag"] != 0 || r["Replay Lag"] != 0) {
-                    return Err(format!("lagging: {r}"));
-                }
-            }
-            Ok(())
-        },
-    )
-    .await
-}
-
 /// Wait until the postmaster of node `i` is a new process (not `old`), and return it.
 async fn wait_new_postmaster(cluster: &ClusterFixture, i: usize, old: i32) -> i32 {
     let n = cluster.node(i);
@@ -187,7 +156,7 @@ async fn read_verbs_member_actions_configuration_and_refusals() {
     let sysid = system_id(&cluster).await;
 
     // ---- list: pretty, json, yaml, tsv
-    wait_list_settled(&ctl, &leader, 1).await;
+    ctl.wait_list_settled(&leader, 1).await;
     let run = ctl.run(&["list"]).await;
     run.assert_success();
     let tables = parse_tables(&run.stdout);
@@ -570,7 +539,7 @@ async fn switchover_failover_and_their_refusals() {
     );
     let tagged = cluster.node(2).name().to_string();
     let ctl = Cli::agentctl(cluster.node(p).config_path()).timeout(Duration::from_secs(90));
-    wait_list_settled(&ctl, &leader, 1).await;
+    ctl.wait_list_settled(&leader, 1).await;
 
     // ---- refusals (all with --force: nothing to ask, so every check is agentctl's or the API's)
     // the wrong leader: patronictl exits 1 with "Member X is not the leader of cluster Y";
@@ -684,7 +653,7 @@ async fn switchover_failover_and_their_refusals() {
     assert_eq!(cluster.wait_primary().await, c);
     let names = cluster.wait_streaming_replicas(c, 2).await;
     assert!(names.contains(&leader), "{names:?}");
-    wait_list_settled(&ctl, &cand, 2).await;
+    ctl.wait_list_settled(&cand, 2).await;
     let run = ctl.run(&["history"]).await;
     run.assert_success();
     let t = &parse_tables(&run.stdout)[0];
@@ -702,7 +671,7 @@ async fn switchover_failover_and_their_refusals() {
     assert_eq!(cluster.wait_primary().await, p);
     let names = cluster.wait_streaming_replicas(p, 2).await;
     assert!(names.contains(&cand), "{names:?}");
-    wait_list_settled(&ctl, &leader, 3).await;
+    ctl.wait_list_settled(&leader, 3).await;
     let run = ctl.run(&["history", "-f", "json"]).await;
     run.assert_success();
     let h: Value = serde_json::from_str(run.stdout.trim()).unwrap();

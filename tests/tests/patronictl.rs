@@ -15,41 +15,6 @@ use agent_tests::*;
 
 const AUTH: (&str, &str) = ("patroni", "patronictl-secret");
 
-/// Wait until `patronictl list -f json` shows `leader` as Leader and every
-/// other member as a streaming Replica on timeline `tl` with no lag (a replica
-/// that has just started may publish a stale position for a cycle, and a
-/// switchover to it would rightly be refused as lagging).
-async fn wait_settled(ctl: &Cli, leader: &str, tl: u64) {
-    wait_for_result(
-        "patronictl list to show the leader and streaming replicas",
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-        || async move {
-            let run = ctl.run(&["list", "-f", "json"]).await;
-            if run.code != Some(0) {
-                return Err(run.to_string());
-            }
-            let rows: Value =
-                serde_json::from_str(run.stdout.trim()).map_err(|e| format!("{e}\n{run}"))?;
-            for r in rows.as_array().ok_or(format!("not a list\n{run}"))? {
-                let want = if r["Member"] == leader {
-                    ("Leader", "running")
-                } else {
-                    ("Replica", "streaming")
-                };
-                if r["Role"] != want.0 || r["State"] != want.1 || r["TL"] != tl {
-                    return Err(format!("{r}"));
-                }
-                if want.0 == "Replica" && (r["Receive Lag"] != 0 || r["Replay Lag"] != 0) {
-                    return Err(format!("lagging: {r}"));
-                }
-            }
-            Ok(())
-        },
-    )
-    .await
-}
-
 /// Wait until every node's `/patroni` shows `pause` as `paused`.
 async fn wait_pause_seen(cluster: &ClusterFixture, paused: bool) {
     for n in cluster.nodes() {
@@ -99,7 +64,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
         .unwrap();
 
     // ---- list
-    wait_settled(&ctl, &leader, 1).await;
+    ctl.wait_list_settled(&leader, 1).await;
     let run = ctl.run(&["list"]).await;
     run.assert_success();
     let tables = parse_tables(&run.stdout);
@@ -222,7 +187,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
         .await;
 
     // ---- switchover (patronictl 4: [CLUSTER] --leader X --candidate Y --force)
-    wait_settled(&ctl, &leader, 1).await;
+    ctl.wait_list_settled(&leader, 1).await;
     let run = ctl
         .run(&[
             "switchover",
@@ -240,7 +205,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
     assert_eq!(cluster.wait_primary().await, c);
     let names = cluster.wait_streaming_replicas(c, 2).await;
     assert!(names.contains(&leader), "{names:?}");
-    wait_settled(&ctl, &cand, 2).await;
+    ctl.wait_list_settled(&cand, 2).await;
 
     // ---- failover back to the first leader
     let run = ctl
@@ -252,7 +217,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
     assert_eq!(cluster.wait_primary().await, p);
     let names = cluster.wait_streaming_replicas(p, 2).await;
     assert!(names.contains(&cand), "{names:?}");
-    wait_settled(&ctl, &leader, 3).await;
+    ctl.wait_list_settled(&leader, 3).await;
 
     // ---- history: both changes, as the history key and GET /history have them
     let run = ctl.run(&["history", "-f", "json"]).await;
