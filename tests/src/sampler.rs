@@ -208,6 +208,14 @@ impl Sampler {
     pub async fn stop(&mut self) {
         self.task.stop().await;
     }
+
+    /// Stop, and panic with the rounds in which two or more nodes were out of
+    /// recovery, if there were any.
+    pub async fn stop_expecting_one_primary(&mut self) {
+        self.stop().await;
+        let splits = self.all_split_brains();
+        assert!(splits.is_empty(), "two primaries at once: {splits:?}");
+    }
 }
 
 /// Ask one node; returns the connection to keep (none after an error).
