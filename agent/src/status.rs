@@ -122,8 +122,6 @@ pub struct NodeStatus {
     pub cluster: Option<Arc<Cluster>>,
     /// A restart waiting for its time (`{"schedule": ..., filters}`).
     pub scheduled_restart: Option<Value>,
-    /// How to reach the local postgres, for `/patroni`'s live WAL position.
-    pub local_conn: Option<tokio_postgres::Config>,
     /// `{"guc": {"old_value", "new_value"}}` for settings waiting for a restart.
     pub pending_restart_reason: Option<Value>,
     /// Fields of the dynamic configuration that could not be used as written
@@ -162,7 +160,6 @@ impl NodeStatus {
             maximum_lag_on_failover: 1_048_576,
             cluster: None,
             scheduled_restart: None,
-            local_conn: None,
             pending_restart_reason: None,
             config_warnings: vec![],
         }

@@ -33,7 +33,7 @@ use crate::ha::{
     self, Action, DataDir, Decision, LongKind, LongResult, Memory, Observation, PgView, Settings,
     StopMode,
 };
-use crate::postgres::{PgCtl, PgSettings, Probe, ProbeResult, ProcState};
+use crate::postgres::{PgCtl, PgSettings, Probe, ProbeResult, ProcState, WalSampler};
 use crate::status::{NodeStatus, Role, Xlog, VERSION};
 
 mod execute;
@@ -77,6 +77,10 @@ pub struct Agent {
     memory: Memory,
     long: Option<LongTask>,
     status_tx: watch::Sender<Arc<NodeStatus>>,
+    /// Where the WAL sampler behind `GET /patroni` finds postgres (kept current
+    /// by `publish`).
+    wal_conn: watch::Sender<Option<tokio_postgres::Config>>,
+    wal: WalSampler,
     wake: Arc<Notify>,
     started: Instant,
     dynamic: DynamicConfig,
@@ -134,6 +138,7 @@ impl Agent {
         let dynamic_params = dynamic.postgresql.parameters.clone();
         let (status_tx, _) = watch::channel(Arc::new(NodeStatus::initial(&cfg.scope, &cfg.name)));
         let (requests_tx, requests_rx) = mpsc::channel(1);
+        let (wal_conn, wal_conn_rx) = watch::channel(None);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(3))
@@ -148,6 +153,8 @@ impl Agent {
             memory: Memory::default(),
             long: None,
             status_tx,
+            wal_conn,
+            wal: WalSampler::postgres(wal_conn_rx),
             wake,
             started: Instant::now(),
             dynamic,
@@ -255,7 +262,11 @@ impl Agent {
             http: self.http.clone(),
             auth: self.cfg.restapi.authentication.clone(),
         });
-        let router = api::router(ApiState::new(self.status()).with_control(control));
+        let router = api::router(
+            ApiState::new(self.status())
+                .with_control(control)
+                .with_wal_sampler(self.wal.clone()),
+        );
         let api_task = tokio::spawn(api::serve(listener, router, async move {
             let _ = api_stop_rx.await;
         }));

@@ -188,11 +188,16 @@ impl Agent {
             maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
             cluster,
             scheduled_restart,
-            local_conn: Some(self.pg.s.local_conn(&self.dynamic_params)),
             pending_restart_reason: data.pending_restart_reason.clone(),
             config_warnings: self.config_notes.iter().map(|n| n.to_string()).collect(),
         };
         self.status_tx.send_replace(Arc::new(status));
+        let conn = self.pg.s.local_conn(&self.dynamic_params);
+        self.wal_conn.send_if_modified(|c| {
+            let changed = c.as_ref() != Some(&conn);
+            *c = Some(conn);
+            changed
+        });
         self.update_fence(obs);
     }
 

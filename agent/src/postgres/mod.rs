@@ -5,7 +5,9 @@
 //! Files: `process.rs` (the child: spawn, ready, stop, reload), `files.rs` (what
 //! the agent writes into and reads from the data directory), `tools.rs` (initdb,
 //! pg_basebackup, pg_rewind, pg_controldata), `conf.rs` (rendering, pure),
-//! `controldata.rs` (parsing, pure), `probe.rs` (the one query per cycle).
+//! `controldata.rs` (parsing, pure), `probe.rs` (the one query per cycle),
+//! `sampler.rs` (the WAL position `GET /patroni` reports, one query shared by
+//! every request in flight).
 //!
 //! Rule: this module carries out what it is told; it holds no HA policy.
 //! The postmaster always runs as our child: it is started with a parent-death
@@ -17,6 +19,7 @@ mod controldata;
 mod files;
 mod probe;
 mod process;
+mod sampler;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -39,6 +42,7 @@ pub use conf::{
 };
 pub use controldata::ControlState;
 pub use probe::{Probe, ProbeResult};
+pub use sampler::{PgWalSource, WalSample, WalSampler, WalSource};
 
 use crate::config::{Config, Credentials};
 use crate::ha::{DataDir, Source, StopMode};
