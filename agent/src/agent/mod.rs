@@ -30,11 +30,10 @@ use crate::dcs::model::{Cluster, History, HistoryEntry, MemberData, Status};
 use crate::fence::Fence;
 use crate::ha::fence::{LeaderKey, LeaseRenewal};
 use crate::ha::{
-    self, Action, DataDir, Decision, LongKind, LongResult, Memory, Observation, PgView, Settings,
-    StopMode,
+    self, Action, DataDir, Decision, LongKind, Memory, Observation, PgView, Settings, StopMode,
 };
 use crate::postgres::{PgCtl, PgSettings, Probe, ProbeResult, ProcState, WalSampler};
-use crate::status::{NodeStatus, Role, Xlog, VERSION};
+use crate::status::{Cycle, NodeStatus, Role, VERSION};
 
 mod execute;
 mod observe;
@@ -346,8 +345,7 @@ impl Agent {
             self.holds_lock = false;
         }
         // 5. Tell the others we are stopped (the key expires with our lease).
-        let mut data = self.member_data(None, "stopped");
-        data.xlog_location = None;
+        let data = self.member_data(None, "stopped");
         let _ = self.etcd.touch_member(&data).await;
         tracing::info!("agent stopped");
     }

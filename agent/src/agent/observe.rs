@@ -155,7 +155,10 @@ impl Agent {
                             timeline: p.timeline,
                         },
                     );
-                    pg = p.view(self.memory.timeline_seen);
+                    pg = PgView {
+                        timeline: self.memory.timeline_seen,
+                        ..PgView::from(&p)
+                    };
                     self.last_role = Role::of(p.in_recovery);
                     self.last_probe = Some(p);
                 }

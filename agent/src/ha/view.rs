@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use crate::postgres::ProbeResult;
+
 use super::*;
 
 /// Seconds since the agent started (monotonic). `decide` never reads a clock.
@@ -109,6 +111,30 @@ impl PgView {
             self.replay_lsn.unwrap_or(0)
         } else {
             self.wal_position()
+        }
+    }
+}
+
+impl From<&ProbeResult> for PgView {
+    /// A running postgres that answered this probe. Its timeline is the
+    /// probe's; the agent puts the highest seen (`Memory::timeline_seen`) in.
+    fn from(p: &ProbeResult) -> PgView {
+        PgView {
+            running: true,
+            accepting: true,
+            in_recovery: Some(p.in_recovery),
+            timeline: p.timeline,
+            wal_lsn: p.wal_lsn,
+            receive_lsn: p.receive_lsn,
+            replay_lsn: p.replay_lsn,
+            replay_paused: p.replay_paused,
+            receiver_status: p.receiver_status.clone(),
+            slots: Some(p.slots.clone()),
+            sysid: p.sysid.clone(),
+            walsenders: p.walsenders.clone(),
+            sync_standby_names: p.sync_standby_names.clone(),
+            server_version: p.server_version,
+            pending_restart: p.pending_restart,
         }
     }
 }

@@ -41,7 +41,7 @@ pub use conf::{
     render_hba, render_postgresql_conf, split_listen, ConfInput, StandbyConf,
 };
 pub use controldata::ControlState;
-pub use probe::{Probe, ProbeResult};
+pub use probe::{Probe, ProbeResult, ReplicationInfo};
 pub use sampler::{PgWalSource, WalSample, WalSampler, WalSource};
 
 use crate::config::{Config, Credentials};
