@@ -104,8 +104,9 @@ pub struct Agent {
     /// The request this cycle answers.
     pending: Option<RequestMsg>,
     scheduled_restart: Arc<std::sync::Mutex<Option<ScheduledRestart>>>,
-    /// Run the next cycle no later than this (a scheduled switchover).
-    next_wakeup: Option<Instant>,
+    /// What this cycle found about when to run the next one (see
+    /// [`ha::cadence::next_cycle_in`]).
+    tempo: ha::cadence::Tempo,
 }
 
 fn unix_now() -> i64 {
@@ -172,7 +173,7 @@ impl Agent {
             requests_rx,
             pending: None,
             scheduled_restart: Arc::default(),
-            next_wakeup: None,
+            tempo: Default::default(),
         })
     }
 
@@ -279,10 +280,12 @@ impl Agent {
             if let Some(exit) = self.cycle().await {
                 break exit;
             }
-            let mut next = cycle_start + crate::config::duration(self.dynamic.loop_wait.max(0.1));
-            if let Some(w) = self.next_wakeup.take() {
-                next = next.min(w);
-            }
+            let tempo = ha::cadence::Tempo {
+                loop_wait: self.dynamic.loop_wait,
+                elapsed: cycle_start.elapsed().as_secs_f64(),
+                ..std::mem::take(&mut self.tempo)
+            };
+            let next = Instant::now() + crate::config::duration(ha::cadence::next_cycle_in(&tempo));
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {}
                 _ = self.wake.notified() => {}
@@ -363,18 +366,13 @@ impl Agent {
         } else {
             format!("not carried out to the end: {}", decision.reason)
         };
-        if reason != self.last_reason {
+        self.tempo.reason_changed = reason != self.last_reason;
+        self.tempo.decided = decision.wakeup_in;
+        if self.tempo.reason_changed {
             tracing::info!("{reason}");
             self.last_reason = reason;
-            // Things are changing: look again in a second rather than a whole
-            // loop_wait, so the member key and /patroni catch up quickly (a new
-            // replica starts streaming, a promoted leader creates its slots).
-            self.next_wakeup = Some(Instant::now() + Duration::from_secs(1));
         } else {
             tracing::debug!("{reason}");
-        }
-        if let Some(w) = decision.wakeup_in {
-            self.next_wakeup = Some(Instant::now() + crate::config::duration(w.max(0.05)));
         }
         if let Some((req, reply)) = self.pending.take() {
             // decide answers every request; this is a guard against a lost reply

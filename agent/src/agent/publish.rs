@@ -86,13 +86,10 @@ impl Agent {
         });
         let mut data = self.member_data(probe.as_ref(), &status.state);
         data.scheduled_restart = scheduled_restart;
-        if let Some(c) = &obs.cluster {
-            let me = c.member(&self.cfg.name);
-            let stale = me.is_none_or(|m| m.data != data || m.lease != self.etcd.lease());
-            if stale {
-                if let Err(e) = self.etcd.touch_member(&data).await {
-                    tracing::warn!("could not update our member key: {e}");
-                }
+        let stored = obs.cluster.as_ref().map(|c| c.member(&self.cfg.name));
+        if ha::cadence::member_write_due(stored, &data, self.etcd.lease()) {
+            if let Err(e) = self.etcd.touch_member(&data).await {
+                tracing::warn!("could not update our member key: {e}");
             }
         }
         self.status_tx.send_replace(Arc::new(status));
