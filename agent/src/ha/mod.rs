@@ -34,11 +34,11 @@ mod view;
 use crate::dcs::model::{Cluster, Failover};
 use crate::postgres::ControlState;
 
+pub use crate::postgres::Walsender;
 pub use manual::{
     candidate_eligibility, parse_timestamp, Ineligible, Operation, Request, TakeoverBar,
 };
 pub use reason::Reason;
-pub use sync::Walsender;
 
 pub use action::*;
 use race::*;

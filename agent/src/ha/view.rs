@@ -1,11 +1,14 @@
 //! What `decide` sees: the observation (etcd, postgres, peers, the agent's own
-//! memory) and the local settings.
+//! memory) and the local settings. The postgres facts it shares with the
+//! executor (`DataDir`, `Source`, `StopMode`, `Walsender`) are plain types of
+//! `postgres` (`postgres/types.rs`), re-exported here.
 //!
 //! Rule: plain data; pure.
 
 use serde::Serialize;
 
 use crate::postgres::ProbeResult;
+pub use crate::postgres::{DataDir, Source, StopMode};
 
 use super::*;
 
@@ -35,23 +38,6 @@ pub struct Observation {
     /// The fence watchdog died and could not be restarted: this node must not
     /// be or become a primary (see [`fence::without_fence`]).
     pub fence_down: bool,
-}
-
-/// The data directory as found on disk.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum DataDir {
-    /// Missing or empty.
-    #[default]
-    Empty,
-    /// A postgres data directory; `sysid` from pg_control.
-    Initialized {
-        sysid: Option<String>,
-        control: Option<ControlState>,
-        /// `standby.signal` present.
-        standby_signal: bool,
-    },
-    /// Not empty, but not a data directory we can use (no PG_VERSION), or unreadable.
-    Invalid(String),
 }
 
 /// Postgres as seen by the agent (its child process plus one probe query).
@@ -157,22 +143,6 @@ pub struct PeerStatus {
     pub timeline: Option<u32>,
     pub nofailover: bool,
     pub failover_priority: i64,
-}
-
-/// Where a replica streams from or clones from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Source {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-}
-
-/// How postgres is stopped (pg_ctl's modes, as signals to the postmaster).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum StopMode {
-    Smart,
-    Fast,
-    Immediate,
 }
 
 /// Work the executor runs in the background while the loop keeps ticking.

@@ -41,7 +41,7 @@ pub struct ProbeResult {
     pub sync_standby_names: Option<String>,
     /// The walsenders with their synchronous state, flush position and lag (for
     /// synchronous mode).
-    pub walsenders: Vec<crate::ha::Walsender>,
+    pub walsenders: Vec<super::Walsender>,
     /// Settings waiting for a restart, with the value still in effect.
     pub pending: Vec<(String, String)>,
 }
@@ -159,7 +159,7 @@ impl Probe {
             ..Default::default()
         };
         for r in client.query(REPLICATION_SQL, &[]).await? {
-            p.walsenders.push(crate::ha::Walsender {
+            p.walsenders.push(super::Walsender {
                 name: r.get::<_, Option<String>>(1).unwrap_or_default(),
                 state: r.get::<_, Option<String>>(3).unwrap_or_default(),
                 sync_state: r.get::<_, Option<String>>(4).unwrap_or_default(),
