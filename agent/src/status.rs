@@ -2,8 +2,9 @@
 //! facts map to it ([`NodeStatus::from_cycle`], [`pg_state`], the `From`
 //! conversions of a probe into `xlog` and the member key).
 //!
-//! Rule (safety rule 7): REST handlers answer from this snapshot only; they never
-//! query postgres or etcd themselves, so health checks stay fast when either hangs.
+//! Rule (safety rule 7): REST handlers answer from this snapshot (`/patroni`
+//! adds a fresh WAL position from `postgres::WalSampler`); they never query
+//! postgres or etcd themselves, so health checks stay fast when either hangs.
 //! The mapping is pure and table-tested; the agent only gathers its inputs.
 
 use std::sync::Arc;

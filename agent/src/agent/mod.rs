@@ -5,10 +5,12 @@
 //!   data directory, peers -> an `ha::Observation`;
 //! - `ha::decide` (pure) -> actions and a reason;
 //! - `execute`: the actions in order, long ones as background tasks;
-//! - `publish`: `NodeStatus` for the REST API, the member key, the fence.
+//! - `publish`: `NodeStatus::from_cycle` for the REST API (and where the WAL
+//!   sampler behind `GET /patroni` finds postgres), the member key, the fence;
+//! - then sleep for `ha::cadence::next_cycle_in`, or until woken.
 //!
 //! Rule: no HA policy here. Every `if` about cluster state belongs in
-//! [`crate::ha::decide`]; this module gathers the observation, carries out the
+//! [`crate::ha::decide`] or another pure rule of `ha` or `status`; this module gathers the observation, carries out the
 //! actions in order (stopping at the first failure), and publishes the result.
 //! The lease keep-alive is part of the observation, so a stuck loop lets the
 //! lease expire (DESIGN §4).

@@ -1,5 +1,7 @@
-//! Publish: the node status for the REST API, our member key in etcd, and the
-//! fence (armed while postgres may be primary, see `ha::fence`).
+//! Publish: the node status for the REST API (`status::NodeStatus::from_cycle`),
+//! the connection settings for the WAL sampler behind `GET /patroni`, our member
+//! key in etcd (when `ha::cadence::member_write_due`), and the fence (armed while
+//! postgres may be primary, see `ha::fence`).
 //!
 //! Rule: reports what was observed and done; decides nothing.
 

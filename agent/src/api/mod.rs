@@ -22,7 +22,7 @@
 //! The control routes (all but `GET` above) read and write etcd (with timeouts)
 //! and hand requests to the HA loop (`control.rs`). `GET /patroni` reports a WAL
 //! position at most 100 ms old: it waits (bounded) for the agent's
-//! [`WalSampler`](crate::postgres::WalSampler), which owns the one connection
+//! `postgres::WalSampler`, which owns the one connection
 //! and shares each query between the requests in flight (see `routes/node.rs`).
 //! `auth.rs` guards the control routes with Basic auth; `error.rs` is the one
 //! error type every handler answers with.

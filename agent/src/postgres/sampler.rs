@@ -116,7 +116,7 @@ impl WalSampler {
     }
 
     /// The sampler of the local postgres, reached as `conn` says (the agent
-    /// keeps it current); requests wait at most [`WAIT`].
+    /// keeps it current); requests wait at most `WAIT` (700 ms).
     pub fn postgres(conn: watch::Receiver<Option<tokio_postgres::Config>>) -> WalSampler {
         WalSampler::start(PgWalSource::new(conn), WAIT)
     }
