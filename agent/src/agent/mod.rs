@@ -10,8 +10,9 @@
 //! - then sleep for `ha::cadence::next_cycle_in`, or until woken.
 //!
 //! Rule: no HA policy here. Every `if` about cluster state belongs in
-//! [`crate::ha::decide`] or another pure rule of `ha` or `status`; this module gathers the observation, carries out the
-//! actions in order (stopping at the first failure), and publishes the result.
+//! [`crate::ha::decide`] or another pure rule of `ha` or `status`; this module
+//! gathers the observation, carries out the actions in order (stopping at the
+//! first failure), and publishes the result.
 //! The lease keep-alive is part of the observation, so a stuck loop lets the
 //! lease expire (DESIGN §4).
 
