@@ -7,15 +7,26 @@
 //!
 //! Layout, one module per concern:
 //!
-//! - [`config`]: the Patroni-format YAML file, `PATRONI_*` overrides, the dynamic config.
+//! - [`config`]: the Patroni-format YAML file, `PATRONI_*` overrides, the dynamic config,
+//!   and the one JSON merge ([`config::merge`], Patroni's `patch_config`) that the
+//!   loader, `PATCH /config` and `agentctl edit-config` share.
 //! - [`dcs`]: etcd: the key layout and value formats ([`dcs::model`], pure) and the client ([`dcs::etcd`]).
 //! - [`postgres`]: the postgres child process, its configuration files, probes, initdb,
-//!   pg_basebackup, pg_rewind.
-//! - [`ha`]: the pure HA decision `decide(observation) -> actions + reason`.
+//!   pg_basebackup, pg_rewind; the WAL sampler behind `GET /patroni`
+//!   ([`postgres::WalSampler`]); the plain types `ha` decides on
+//!   ([`postgres::DataDir`], [`postgres::Source`], ...). It imports neither `ha`
+//!   nor `status`.
+//! - [`ha`]: the pure HA decision `decide(observation) -> actions + reason`, and
+//!   every other state rule of the loop as a pure function: the loop's memory
+//!   ([`ha::memory::apply`]), when to ask the peers ([`ha::wants_peers`]), the
+//!   fence ([`ha::fence`]), when to write and when to wake ([`ha::cadence`]).
 //! - [`agent`]: the loop: `agent/observe.rs`, `ha::decide`, `agent/execute.rs`,
-//!   `agent/publish.rs`; startup and shutdown in `agent/mod.rs`.
-//! - [`status`]: the snapshot the loop publishes for the REST API.
-//! - [`api`]: the REST API (axum), answering from the snapshot only.
+//!   `agent/publish.rs`; startup and shutdown in `agent/mod.rs`. It gathers
+//!   facts, carries out actions and publishes; it decides nothing.
+//! - [`status`]: the snapshot the loop publishes for the REST API, and the pure
+//!   mapping of a cycle to it ([`status::NodeStatus::from_cycle`]).
+//! - [`api`]: the REST API (axum), answering from the snapshot (and, for
+//!   `/patroni`'s WAL position, the sampler); it never talks to postgres itself.
 //! - [`peers`]: asking other members for their status during a leader race.
 //! - [`fence`]: a watchdog process that stops the primary if the agent freezes and its lease runs out.
 //! - [`ctl`]: `agentctl`, the operator CLI (patronictl's verbs), over etcd and the members' REST APIs.
@@ -24,7 +35,9 @@
 //!
 //! ```text
 //! observe (etcd read + lease keep-alive + postgres probe [+ peers])
-//!     -> ha::decide (pure) -> execute actions (IO) -> publish NodeStatus (REST)
+//!     -> ha::decide (pure) -> execute actions (IO)
+//!     -> publish NodeStatus::from_cycle (REST) + member key (if ha::cadence says so)
+//!     -> sleep ha::cadence::next_cycle_in (or until woken)
 //! ```
 
 pub mod agent;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::dcs::model::Member;
-use crate::ha::PeerStatus;
+use crate::ha::{received_position, PeerStatus};
 
 /// Interpret a `/patroni` answer the way Patroni does: a member is a primary when
 /// its WAL section has `location` or its role says so.
@@ -17,9 +17,9 @@ pub fn parse_peer(name: &str, v: &Value) -> Option<PeerStatus> {
     let role = v.get("role").and_then(|r| r.as_str()).unwrap_or("");
     let has_location = wal.get("location").and_then(|l| l.as_u64()).unwrap_or(0) > 0;
     let in_recovery = !(has_location || role == "primary" || role == "master");
-    let num = |k: &str| wal.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    let num = |k: &str| wal.get(k).and_then(|x| x.as_u64());
     let wal_position = if in_recovery {
-        num("received_location").max(num("replayed_location"))
+        received_position(num("received_location"), num("replayed_location"))
     } else {
         0
     };

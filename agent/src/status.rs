@@ -1,7 +1,11 @@
-//! The node status the HA loop publishes after every cycle.
+//! The node status the HA loop publishes after every cycle, and how a cycle's
+//! facts map to it ([`NodeStatus::from_cycle`], [`pg_state`], the `From`
+//! conversions of a probe into `xlog` and the member key).
 //!
-//! Rule (safety rule 7): REST handlers answer from this snapshot only; they never
-//! query postgres or etcd themselves, so health checks stay fast when either hangs.
+//! Rule (safety rule 7): REST handlers answer from this snapshot (`/patroni`
+//! adds a fresh WAL position from `postgres::WalSampler`); they never query
+//! postgres or etcd themselves, so health checks stay fast when either hangs.
+//! The mapping is pure and table-tested; the agent only gathers its inputs.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +13,11 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::dcs::model::Cluster;
+use crate::config::DynamicConfig;
+use crate::dcs::model::{Cluster, MemberData};
+use crate::ha::{received_position, DataDir, LongKind, LongResult, Memory};
+use crate::postgres::ProbeResult;
+pub use crate::postgres::ReplicationInfo;
 
 /// Agent version, reported as `patroni.version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -70,15 +78,124 @@ pub enum Xlog {
     },
 }
 
-/// One row of `pg_stat_replication`, as `/patroni` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ReplicationInfo {
-    pub usename: Option<String>,
-    pub application_name: String,
-    pub client_addr: Option<String>,
-    pub state: Option<String>,
-    pub sync_state: Option<String>,
-    pub sync_priority: Option<i32>,
+impl Xlog {
+    /// The position peers and the member key compare: the primary's flush
+    /// position, a replica's furthest of received and replayed.
+    pub fn position(&self) -> u64 {
+        match self {
+            Xlog::Primary { location } => *location,
+            Xlog::Replica {
+                received_location, ..
+            } => *received_location,
+        }
+    }
+}
+
+impl From<&ProbeResult> for Xlog {
+    fn from(p: &ProbeResult) -> Xlog {
+        if p.in_recovery {
+            Xlog::Replica {
+                received_location: received_position(p.receive_lsn, p.replay_lsn),
+                replayed_location: p.replay_lsn.unwrap_or(0),
+                replayed_timestamp: p.replay_timestamp.clone(),
+                paused: p.replay_paused,
+            }
+        } else {
+            Xlog::Primary {
+                location: p.wal_lsn.unwrap_or(0),
+            }
+        }
+    }
+}
+
+/// The postgres part of the member key, from a probe that answered (the rest
+/// (urls, state, role, tags, ...) is the node's, see `agent/publish.rs`).
+impl From<&ProbeResult> for MemberData {
+    fn from(p: &ProbeResult) -> MemberData {
+        let replica = p.in_recovery;
+        MemberData {
+            xlog_location: if replica {
+                Some(Xlog::from(p).position())
+            } else {
+                p.wal_lsn
+            },
+            receive_lsn: p.receive_lsn.filter(|_| replica),
+            replay_lsn: p.replay_lsn.filter(|_| replica),
+            replication_state: p.receiver_status.clone().filter(|_| replica),
+            timeline: p.timeline,
+            pending_restart: p.pending_restart,
+            ..Default::default()
+        }
+    }
+}
+
+/// Patroni's postgres state word: the long action under way if any, else what
+/// the postmaster (our child) and the probe show.
+pub fn pg_state(memory: &Memory, running: bool, accepting: bool) -> &'static str {
+    if let Some((kind, _)) = memory.long_action {
+        return match kind {
+            LongKind::Bootstrap => "initializing new cluster",
+            LongKind::Clone | LongKind::Reinit => "creating replica",
+            LongKind::StartPrimary | LongKind::StartReplica => "starting",
+            LongKind::Promote if accepting => "running",
+            LongKind::Promote => "starting",
+            LongKind::Rewind => "stopped",
+            LongKind::Stop | LongKind::Demote => "stopping",
+            LongKind::Restart => "restarting",
+        };
+    }
+    if running {
+        if accepting {
+            "running"
+        } else {
+            "starting"
+        }
+    } else if memory.crashed {
+        "crashed"
+    } else if matches!(
+        memory.last_result,
+        Some(LongResult {
+            kind: LongKind::StartPrimary | LongKind::StartReplica,
+            ok: false,
+            ..
+        })
+    ) {
+        "start failed"
+    } else {
+        "stopped"
+    }
+}
+
+/// What one HA cycle saw and did: everything [`NodeStatus::from_cycle`] maps.
+#[derive(Debug, Clone)]
+pub struct Cycle<'a> {
+    pub scope: &'a str,
+    pub name: &'a str,
+    pub tags: Map<String, Value>,
+    pub noloadbalance: bool,
+    /// The postmaster (our child) runs now, after the cycle's actions.
+    pub running: bool,
+    /// This cycle's probe, when postgres answered it.
+    pub probe: Option<&'a ProbeResult>,
+    pub memory: &'a Memory,
+    pub data_dir: &'a DataDir,
+    /// The role postgres was last seen in (kept while it does not answer).
+    pub last_role: Role,
+    /// We hold the leader key on our lease.
+    pub holds_lock: bool,
+    /// etcd answered this cycle.
+    pub dcs_read: bool,
+    /// This cycle's cluster, or the last one known.
+    pub cluster: Option<Arc<Cluster>>,
+    /// The dynamic configuration in force.
+    pub dynamic: &'a DynamicConfig,
+    pub dcs_last_seen: i64,
+    pub reason: String,
+    pub scheduled_restart: Option<Value>,
+    pub pending_restart_reason: Option<Value>,
+    pub config_warnings: Vec<String>,
+    /// When the cycle finished.
+    pub at: Instant,
 }
 
 /// Everything REST needs, as of the last HA cycle.
@@ -122,8 +239,6 @@ pub struct NodeStatus {
     pub cluster: Option<Arc<Cluster>>,
     /// A restart waiting for its time (`{"schedule": ..., filters}`).
     pub scheduled_restart: Option<Value>,
-    /// How to reach the local postgres, for `/patroni`'s live WAL position.
-    pub local_conn: Option<tokio_postgres::Config>,
     /// `{"guc": {"old_value", "new_value"}}` for settings waiting for a restart.
     pub pending_restart_reason: Option<Value>,
     /// Fields of the dynamic configuration that could not be used as written
@@ -162,9 +277,61 @@ impl NodeStatus {
             maximum_lag_on_failover: 1_048_576,
             cluster: None,
             scheduled_restart: None,
-            local_conn: None,
             pending_restart_reason: None,
             config_warnings: vec![],
+        }
+    }
+
+    /// The status one cycle leaves behind (pure; the table in the tests below
+    /// shows it situation by situation).
+    pub fn from_cycle(c: Cycle<'_>) -> NodeStatus {
+        let p = c.probe;
+        let cluster = c.cluster;
+        let sync_standby = c.dynamic.synchronous_mode
+            && cluster
+                .as_ref()
+                .and_then(|cl| cl.sync.as_ref())
+                .is_some_and(|s| s.matches(c.name, false));
+        NodeStatus {
+            scope: c.scope.to_string(),
+            name: c.name.to_string(),
+            state: pg_state(c.memory, c.running, p.is_some()).to_string(),
+            role: p.map_or(c.last_role, |p| Role::of(p.in_recovery)),
+            server_version: p.and_then(|p| p.server_version),
+            postmaster_start_time: p.and_then(|p| p.postmaster_start_time.clone()),
+            timeline: p.and_then(|p| p.timeline),
+            xlog: p.map(Xlog::from),
+            replication: p.map(|p| p.replication.clone()).unwrap_or_default(),
+            replication_state: p
+                .filter(|p| p.in_recovery)
+                .and_then(|p| p.receiver_status.clone()),
+            database_system_identifier: p.and_then(|p| p.sysid.clone()).or_else(|| {
+                match c.data_dir {
+                    DataDir::Initialized { sysid, .. } => sysid.clone(),
+                    _ => None,
+                }
+            }),
+            tags: c.tags,
+            noloadbalance: c.noloadbalance,
+            is_leader: c.holds_lock && c.dcs_read,
+            cluster_unlocked: cluster.as_ref().is_none_or(|cl| cl.leader.is_none()),
+            paused: c.dynamic.pause,
+            dcs_last_seen: c.dcs_last_seen,
+            leader_optime: cluster
+                .as_ref()
+                .and_then(|cl| cl.status.optime)
+                .unwrap_or(0),
+            sync_standby,
+            pending_restart: p.is_some_and(|p| p.pending_restart),
+            reason: c.reason,
+            last_cycle: c.at,
+            ttl: c.dynamic.ttl,
+            loop_wait: c.dynamic.loop_wait,
+            maximum_lag_on_failover: c.dynamic.maximum_lag_on_failover,
+            cluster,
+            scheduled_restart: c.scheduled_restart,
+            pending_restart_reason: c.pending_restart_reason,
+            config_warnings: c.config_warnings,
         }
     }
 
@@ -245,5 +412,311 @@ impl NodeStatus {
             m.insert("config_warnings".into(), json!(self.config_warnings));
         }
         Value::Object(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dcs::model::{Leader, SyncState};
+
+    fn primary_probe() -> ProbeResult {
+        ProbeResult {
+            in_recovery: false,
+            wal_lsn: Some(500),
+            timeline: Some(3),
+            sysid: Some("7000000000000000001".into()),
+            server_version: Some(150002),
+            ..Default::default()
+        }
+    }
+
+    fn replica_probe(receive: Option<u64>, replay: Option<u64>) -> ProbeResult {
+        ProbeResult {
+            in_recovery: true,
+            receive_lsn: receive,
+            replay_lsn: replay,
+            replay_timestamp: Some("t".into()),
+            receiver_status: Some("streaming".into()),
+            timeline: Some(3),
+            sysid: Some("7000000000000000001".into()),
+            ..Default::default()
+        }
+    }
+
+    fn long(kind: LongKind) -> Memory {
+        Memory {
+            long_action: Some((kind, 1.0)),
+            ..Default::default()
+        }
+    }
+
+    fn replica_xlog(received: u64, replayed: u64) -> Option<Xlog> {
+        Some(Xlog::Replica {
+            received_location: received,
+            replayed_location: replayed,
+            replayed_timestamp: Some("t".into()),
+            paused: false,
+        })
+    }
+
+    /// A situation: postgres running?, its probe, the loop's memory, the role
+    /// last seen; and the state, role and `xlog` the status shows for it.
+    struct Row {
+        name: &'static str,
+        running: bool,
+        probe: Option<ProbeResult>,
+        memory: Memory,
+        last_role: Role,
+        state: &'static str,
+        role: Role,
+        xlog: Option<Xlog>,
+    }
+
+    fn row(name: &'static str, running: bool, probe: Option<ProbeResult>) -> Row {
+        let role = probe
+            .as_ref()
+            .map_or(Role::Replica, |p| Role::of(p.in_recovery));
+        Row {
+            name,
+            running,
+            probe,
+            memory: Memory::default(),
+            last_role: Role::Replica,
+            state: "running",
+            role,
+            xlog: None,
+        }
+    }
+
+    fn status_of(r: &Row, dynamic: &DynamicConfig, cluster: Option<Arc<Cluster>>) -> NodeStatus {
+        let data_dir = DataDir::Initialized {
+            sysid: Some("7000000000000000009".into()),
+            control: None,
+            standby_signal: false,
+        };
+        NodeStatus::from_cycle(Cycle {
+            scope: "demo",
+            name: "node1",
+            tags: Map::new(),
+            noloadbalance: false,
+            running: r.running,
+            probe: r.probe.as_ref(),
+            memory: &r.memory,
+            data_dir: &data_dir,
+            last_role: r.last_role,
+            holds_lock: true,
+            dcs_read: true,
+            cluster,
+            dynamic,
+            dcs_last_seen: 42,
+            reason: "why".into(),
+            scheduled_restart: None,
+            pending_restart_reason: None,
+            config_warnings: vec![],
+            at: Instant::now(),
+        })
+    }
+
+    #[test]
+    fn state_role_and_xlog_per_situation() {
+        let rows = vec![
+            Row {
+                xlog: Some(Xlog::Primary { location: 500 }),
+                ..row("primary running", true, Some(primary_probe()))
+            },
+            Row {
+                xlog: replica_xlog(200, 150),
+                ..row(
+                    "replica streaming",
+                    true,
+                    Some(replica_probe(Some(200), Some(150))),
+                )
+            },
+            Row {
+                xlog: replica_xlog(150, 150),
+                ..row(
+                    "replica, receiver down: received is what was replayed",
+                    true,
+                    Some(replica_probe(None, Some(150))),
+                )
+            },
+            Row {
+                state: "starting",
+                ..row(
+                    "running, the probe failed: the role last seen, no position",
+                    true,
+                    None,
+                )
+            },
+            Row {
+                state: "stopped",
+                ..row("stopped", false, None)
+            },
+            Row {
+                state: "crashed",
+                memory: Memory {
+                    crashed: true,
+                    ..Default::default()
+                },
+                ..row("crashed", false, None)
+            },
+            Row {
+                state: "start failed",
+                memory: Memory {
+                    last_result: Some(LongResult {
+                        kind: LongKind::StartReplica,
+                        ok: false,
+                        message: "x".into(),
+                        at: 1.0,
+                    }),
+                    ..Default::default()
+                },
+                ..row("a start failed", false, None)
+            },
+            Row {
+                state: "stopped",
+                memory: Memory {
+                    last_result: Some(LongResult {
+                        kind: LongKind::Stop,
+                        ok: false,
+                        message: "x".into(),
+                        at: 1.0,
+                    }),
+                    ..Default::default()
+                },
+                ..row("another long action failed", false, None)
+            },
+            Row {
+                state: "initializing new cluster",
+                memory: long(LongKind::Bootstrap),
+                last_role: Role::Uninitialized,
+                role: Role::Uninitialized,
+                ..row("bootstrapping", true, None)
+            },
+            Row {
+                state: "creating replica",
+                memory: long(LongKind::Clone),
+                ..row("cloning", false, None)
+            },
+            Row {
+                state: "creating replica",
+                memory: long(LongKind::Reinit),
+                ..row("reinitializing", false, None)
+            },
+            Row {
+                state: "starting",
+                memory: long(LongKind::Promote),
+                ..row("promoting, not answering", true, None)
+            },
+            Row {
+                state: "running",
+                memory: long(LongKind::Promote),
+                xlog: replica_xlog(200, 200),
+                ..row(
+                    "promoting, still a replica",
+                    true,
+                    Some(replica_probe(Some(200), Some(200))),
+                )
+            },
+            Row {
+                state: "stopping",
+                memory: long(LongKind::Demote),
+                xlog: Some(Xlog::Primary { location: 500 }),
+                ..row("demoting", true, Some(primary_probe()))
+            },
+            Row {
+                state: "restarting",
+                memory: long(LongKind::Restart),
+                ..row("restarting", false, None)
+            },
+            Row {
+                state: "stopped",
+                memory: long(LongKind::Rewind),
+                ..row("rewinding", false, None)
+            },
+        ];
+        let dynamic = DynamicConfig::default();
+        for r in &rows {
+            let st = status_of(r, &dynamic, None);
+            assert_eq!(st.state, r.state, "{}: state", r.name);
+            assert_eq!(st.role, r.role, "{}: role", r.name);
+            assert_eq!(st.xlog, r.xlog, "{}: xlog", r.name);
+            // the identifier postgres reports, else the data directory's
+            let sysid = if r.probe.is_some() {
+                "7000000000000000001"
+            } else {
+                "7000000000000000009"
+            };
+            assert_eq!(
+                st.database_system_identifier.as_deref(),
+                Some(sysid),
+                "{}",
+                r.name
+            );
+            assert_eq!(
+                st.replication_state.is_some(),
+                r.probe.as_ref().is_some_and(|p| p.in_recovery),
+                "{}",
+                r.name
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_facts_and_pause() {
+        let r = row(
+            "replica streaming",
+            true,
+            Some(replica_probe(Some(200), Some(150))),
+        );
+        let mut dynamic = DynamicConfig {
+            pause: true,
+            ..Default::default()
+        };
+        let st = status_of(&r, &dynamic, None);
+        assert!(st.paused);
+        assert_eq!(st.state, "running", "paused changes no state");
+        assert!(st.cluster_unlocked, "no cluster known: unlocked");
+        assert!(!st.sync_standby);
+
+        let mut cluster = Cluster {
+            leader: Some(Leader {
+                name: "node2".into(),
+                lease: 1,
+                mod_revision: 1,
+            }),
+            sync: Some(SyncState::parse(
+                r#"{"leader": "node2", "sync_standby": "node1"}"#,
+                1,
+            )),
+            ..Default::default()
+        };
+        cluster.status.optime = Some(900);
+        let cluster = Some(Arc::new(cluster));
+        let st = status_of(&r, &dynamic, cluster.clone());
+        assert!(!st.cluster_unlocked);
+        assert_eq!(st.leader_optime, 900);
+        assert!(
+            !st.sync_standby,
+            "the sync key counts in synchronous mode only"
+        );
+        dynamic.synchronous_mode = true;
+        assert!(status_of(&r, &dynamic, cluster).sync_standby);
+    }
+
+    #[test]
+    fn member_key_from_a_probe() {
+        let m = MemberData::from(&replica_probe(None, Some(150)));
+        assert_eq!(m.xlog_location, Some(150));
+        assert_eq!((m.receive_lsn, m.replay_lsn), (None, Some(150)));
+        assert_eq!(m.replication_state.as_deref(), Some("streaming"));
+        assert_eq!(m.timeline, Some(3));
+        let m = MemberData::from(&primary_probe());
+        assert_eq!(m.xlog_location, Some(500));
+        assert_eq!(
+            (m.receive_lsn, m.replay_lsn, m.replication_state),
+            (None, None, None)
+        );
     }
 }

@@ -90,7 +90,7 @@ impl Agent {
             }
             Action::WriteStatus { optime } => {
                 let stored = obs.cluster.as_ref().and_then(|c| c.status.optime);
-                if stored == Some(*optime) && self.last_status_optime == Some(*optime) {
+                if !ha::cadence::status_write_due(*optime, stored, self.last_status_optime) {
                     Ok(true)
                 } else {
                     let retain = obs

@@ -5,11 +5,14 @@
 //!   data directory, peers -> an `ha::Observation`;
 //! - `ha::decide` (pure) -> actions and a reason;
 //! - `execute`: the actions in order, long ones as background tasks;
-//! - `publish`: `NodeStatus` for the REST API, the member key, the fence.
+//! - `publish`: `NodeStatus::from_cycle` for the REST API (and where the WAL
+//!   sampler behind `GET /patroni` finds postgres), the member key, the fence;
+//! - then sleep for `ha::cadence::next_cycle_in`, or until woken.
 //!
 //! Rule: no HA policy here. Every `if` about cluster state belongs in
-//! [`crate::ha::decide`]; this module gathers the observation, carries out the
-//! actions in order (stopping at the first failure), and publishes the result.
+//! [`crate::ha::decide`] or another pure rule of `ha` or `status`; this module
+//! gathers the observation, carries out the actions in order (stopping at the
+//! first failure), and publishes the result.
 //! The lease keep-alive is part of the observation, so a stuck loop lets the
 //! lease expire (DESIGN §4).
 
@@ -30,11 +33,10 @@ use crate::dcs::model::{Cluster, History, HistoryEntry, MemberData, Status};
 use crate::fence::Fence;
 use crate::ha::fence::{LeaderKey, LeaseRenewal};
 use crate::ha::{
-    self, Action, DataDir, Decision, LongKind, LongResult, Memory, Observation, PgView, Settings,
-    StopMode,
+    self, Action, DataDir, Decision, LongKind, Memory, Observation, PgView, Settings, StopMode,
 };
-use crate::postgres::{PgCtl, PgSettings, Probe, ProbeResult, ProcState};
-use crate::status::{NodeStatus, Role, Xlog, VERSION};
+use crate::postgres::{PgCtl, PgSettings, Probe, ProbeResult, ProcState, WalSampler};
+use crate::status::{Cycle, NodeStatus, Role, VERSION};
 
 mod execute;
 mod observe;
@@ -77,6 +79,10 @@ pub struct Agent {
     memory: Memory,
     long: Option<LongTask>,
     status_tx: watch::Sender<Arc<NodeStatus>>,
+    /// Where the WAL sampler behind `GET /patroni` finds postgres (kept current
+    /// by `publish`).
+    wal_conn: watch::Sender<Option<tokio_postgres::Config>>,
+    wal: WalSampler,
     wake: Arc<Notify>,
     started: Instant,
     dynamic: DynamicConfig,
@@ -101,8 +107,9 @@ pub struct Agent {
     /// The request this cycle answers.
     pending: Option<RequestMsg>,
     scheduled_restart: Arc<std::sync::Mutex<Option<ScheduledRestart>>>,
-    /// Run the next cycle no later than this (a scheduled switchover).
-    next_wakeup: Option<Instant>,
+    /// What this cycle found about when to run the next one (see
+    /// [`ha::cadence::next_cycle_in`]).
+    tempo: ha::cadence::Tempo,
 }
 
 fn unix_now() -> i64 {
@@ -134,6 +141,7 @@ impl Agent {
         let dynamic_params = dynamic.postgresql.parameters.clone();
         let (status_tx, _) = watch::channel(Arc::new(NodeStatus::initial(&cfg.scope, &cfg.name)));
         let (requests_tx, requests_rx) = mpsc::channel(1);
+        let (wal_conn, wal_conn_rx) = watch::channel(None);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(3))
@@ -148,6 +156,8 @@ impl Agent {
             memory: Memory::default(),
             long: None,
             status_tx,
+            wal_conn,
+            wal: WalSampler::postgres(wal_conn_rx),
             wake,
             started: Instant::now(),
             dynamic,
@@ -166,7 +176,7 @@ impl Agent {
             requests_rx,
             pending: None,
             scheduled_restart: Arc::default(),
-            next_wakeup: None,
+            tempo: Default::default(),
         })
     }
 
@@ -255,7 +265,11 @@ impl Agent {
             http: self.http.clone(),
             auth: self.cfg.restapi.authentication.clone(),
         });
-        let router = api::router(ApiState::new(self.status()).with_control(control));
+        let router = api::router(
+            ApiState::new(self.status())
+                .with_control(control)
+                .with_wal_sampler(self.wal.clone()),
+        );
         let api_task = tokio::spawn(api::serve(listener, router, async move {
             let _ = api_stop_rx.await;
         }));
@@ -269,10 +283,12 @@ impl Agent {
             if let Some(exit) = self.cycle().await {
                 break exit;
             }
-            let mut next = cycle_start + crate::config::duration(self.dynamic.loop_wait.max(0.1));
-            if let Some(w) = self.next_wakeup.take() {
-                next = next.min(w);
-            }
+            let tempo = ha::cadence::Tempo {
+                loop_wait: self.dynamic.loop_wait,
+                elapsed: cycle_start.elapsed().as_secs_f64(),
+                ..std::mem::take(&mut self.tempo)
+            };
+            let next = Instant::now() + crate::config::duration(ha::cadence::next_cycle_in(&tempo));
             tokio::select! {
                 _ = tokio::time::sleep_until(next.into()) => {}
                 _ = self.wake.notified() => {}
@@ -335,8 +351,7 @@ impl Agent {
             self.holds_lock = false;
         }
         // 5. Tell the others we are stopped (the key expires with our lease).
-        let mut data = self.member_data(None, "stopped");
-        data.xlog_location = None;
+        let data = self.member_data(None, "stopped");
         let _ = self.etcd.touch_member(&data).await;
         tracing::info!("agent stopped");
     }
@@ -354,18 +369,13 @@ impl Agent {
         } else {
             format!("not carried out to the end: {}", decision.reason)
         };
-        if reason != self.last_reason {
+        self.tempo.reason_changed = reason != self.last_reason;
+        self.tempo.decided = decision.wakeup_in;
+        if self.tempo.reason_changed {
             tracing::info!("{reason}");
             self.last_reason = reason;
-            // Things are changing: look again in a second rather than a whole
-            // loop_wait, so the member key and /patroni catch up quickly (a new
-            // replica starts streaming, a promoted leader creates its slots).
-            self.next_wakeup = Some(Instant::now() + Duration::from_secs(1));
         } else {
             tracing::debug!("{reason}");
-        }
-        if let Some(w) = decision.wakeup_in {
-            self.next_wakeup = Some(Instant::now() + crate::config::duration(w.max(0.05)));
         }
         if let Some((req, reply)) = self.pending.take() {
             // decide answers every request; this is a guard against a lost reply

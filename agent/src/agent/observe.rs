@@ -155,7 +155,10 @@ impl Agent {
                             timeline: p.timeline,
                         },
                     );
-                    pg = p.view(self.memory.timeline_seen);
+                    pg = PgView {
+                        timeline: self.memory.timeline_seen,
+                        ..PgView::from(&p)
+                    };
                     self.last_role = Role::of(p.in_recovery);
                     self.last_probe = Some(p);
                 }
@@ -228,9 +231,7 @@ impl Agent {
                     self.pending = Some((due.request, tx));
                 }
             } else if let Some(r) = slot.as_ref() {
-                let wait = crate::config::duration((r.at - unix_now).max(0.05));
-                let when = Instant::now() + wait;
-                self.next_wakeup = Some(self.next_wakeup.map_or(when, |w| w.min(when)));
+                self.tempo.scheduled_restart = Some(r.at - unix_now);
             }
         }
         let config_changed = pg.accepting && self.pg.parameters_changed(&self.dynamic_params);

@@ -1,54 +1,13 @@
-//! Publish: the node status for the REST API, our member key in etcd, and the
-//! fence (armed while postgres may be primary, see `ha::fence`).
+//! Publish: the node status for the REST API (`status::NodeStatus::from_cycle`),
+//! the connection settings for the WAL sampler behind `GET /patroni`, our member
+//! key in etcd (when `ha::cadence::member_write_due`), and the fence (armed while
+//! postgres may be primary, see `ha::fence`).
 //!
 //! Rule: reports what was observed and done; decides nothing.
 
 use super::*;
 
 impl Agent {
-    /// Patroni's postgres state string.
-    fn pg_state(&self, obs: &Observation) -> String {
-        if let Some((kind, _)) = self.memory.long_action {
-            return match kind {
-                LongKind::Bootstrap => "initializing new cluster",
-                LongKind::Clone => "creating replica",
-                LongKind::StartPrimary | LongKind::StartReplica => "starting",
-                LongKind::Promote => {
-                    if obs.pg.accepting {
-                        "running"
-                    } else {
-                        "starting"
-                    }
-                }
-                LongKind::Rewind => "stopped",
-                LongKind::Stop | LongKind::Demote => "stopping",
-                LongKind::Restart => "restarting",
-                LongKind::Reinit => "creating replica",
-            }
-            .into();
-        }
-        if self.pg.is_running() {
-            if obs.pg.accepting {
-                "running".into()
-            } else {
-                "starting".into()
-            }
-        } else if self.memory.crashed {
-            "crashed".into()
-        } else if matches!(
-            self.memory.last_result,
-            Some(LongResult {
-                kind: LongKind::StartPrimary | LongKind::StartReplica,
-                ok: false,
-                ..
-            })
-        ) {
-            "start failed".into()
-        } else {
-            "stopped".into()
-        }
-    }
-
     /// Patroni 4's `pending_restart_reason`: `{"guc": {"old_value", "new_value"}}`.
     fn pending_restart_reason(&self, p: &ProbeResult) -> Option<Value> {
         if p.pending.is_empty() {
@@ -66,8 +25,10 @@ impl Agent {
         Some(Value::Object(reasons))
     }
 
+    /// Our member key: who we are (from the configuration), the state and role
+    /// published, and the postgres part from a probe that answered.
     pub(super) fn member_data(&self, probe: Option<&ProbeResult>, state: &str) -> MemberData {
-        let mut d = MemberData {
+        MemberData {
             conn_url: Some(format!(
                 "postgres://{}/postgres",
                 self.cfg.postgresql.connect_address
@@ -81,118 +42,65 @@ impl Agent {
             version: Some(VERSION.to_string()),
             tags: self.cfg.tags.to_json(),
             pause: self.dynamic.pause,
-            ..Default::default()
-        };
-        if let Some(p) = probe {
-            if p.in_recovery {
-                d.xlog_location = Some(ha::received_position(p.receive_lsn, p.replay_lsn));
-                d.receive_lsn = p.receive_lsn;
-                d.replay_lsn = p.replay_lsn;
-                d.replication_state = p.receiver_status.clone();
-            } else {
-                d.xlog_location = p.wal_lsn;
-            }
-            d.timeline = p.timeline;
-            d.pending_restart = p.pending_restart;
-            d.pending_restart_reason = self.pending_restart_reason(p);
+            pending_restart_reason: probe.and_then(|p| self.pending_restart_reason(p)),
+            ..probe.map(MemberData::from).unwrap_or_default()
         }
-        d
     }
 
     /// Publish the node status for REST and the member key in etcd.
     pub(super) async fn publish(&mut self, obs: &Observation, d: &Decision) {
-        let state = self.pg_state(obs);
+        // the probe counts only if postgres answered it this cycle
         let probe = if obs.pg.accepting {
             self.last_probe.clone()
         } else {
             None
         };
-        let mut data = self.member_data(probe.as_ref(), &state);
         let scheduled_restart = self
             .scheduled_restart
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|r| r.raw.clone());
-        data.scheduled_restart = scheduled_restart.clone();
-        if let Some(c) = &obs.cluster {
-            let me = c.member(&self.cfg.name);
-            let stale = me.is_none_or(|m| m.data != data || m.lease != self.etcd.lease());
-            if stale {
-                if let Err(e) = self.etcd.touch_member(&data).await {
-                    tracing::warn!("could not update our member key: {e}");
-                }
-            }
-        }
         let cluster: Option<Arc<Cluster>> = match &obs.cluster {
             Some(c) => Some(Arc::new(c.clone())),
             None => self.status_tx.borrow().cluster.clone(),
         };
-        let sync_standby = cluster
-            .as_ref()
-            .and_then(|c| c.sync.as_ref())
-            .is_some_and(|s| self.dynamic.synchronous_mode && s.matches(&self.cfg.name, false));
-        let xlog = probe.as_ref().map(|p| {
-            if p.in_recovery {
-                Xlog::Replica {
-                    received_location: ha::received_position(p.receive_lsn, p.replay_lsn),
-                    replayed_location: p.replay_lsn.unwrap_or(0),
-                    replayed_timestamp: p.replay_timestamp.clone(),
-                    paused: p.replay_paused,
-                }
-            } else {
-                Xlog::Primary {
-                    location: p.wal_lsn.unwrap_or(0),
-                }
-            }
-        });
-        let role = probe
-            .as_ref()
-            .map_or(self.last_role, |p| Role::of(p.in_recovery));
-        let status = NodeStatus {
-            scope: self.cfg.scope.clone(),
-            name: self.cfg.name.clone(),
-            state,
-            role,
-            server_version: probe.as_ref().and_then(|p| p.server_version),
-            postmaster_start_time: probe.as_ref().and_then(|p| p.postmaster_start_time.clone()),
-            timeline: probe.as_ref().and_then(|p| p.timeline),
-            xlog,
-            replication: probe
-                .as_ref()
-                .map(|p| p.replication.clone())
-                .unwrap_or_default(),
-            replication_state: probe
-                .as_ref()
-                .filter(|p| p.in_recovery)
-                .and_then(|p| p.receiver_status.clone()),
-            database_system_identifier: probe.as_ref().and_then(|p| p.sysid.clone()).or_else(
-                || match &obs.data_dir {
-                    DataDir::Initialized { sysid, .. } => sysid.clone(),
-                    _ => None,
-                },
-            ),
+        let status = NodeStatus::from_cycle(Cycle {
+            scope: &self.cfg.scope,
+            name: &self.cfg.name,
             tags: self.cfg.tags.to_json(),
             noloadbalance: self.cfg.tags.noloadbalance(),
-            is_leader: self.holds_lock && obs.cluster.is_some(),
-            cluster_unlocked: cluster.as_ref().is_none_or(|c| c.leader.is_none()),
-            paused: self.dynamic.pause,
-            dcs_last_seen: self.dcs_last_seen,
-            leader_optime: cluster.as_ref().and_then(|c| c.status.optime).unwrap_or(0),
-            sync_standby,
-            pending_restart: probe.as_ref().is_some_and(|p| p.pending_restart),
-            reason: d.reason.to_string(),
-            last_cycle: Instant::now(),
-            ttl: self.dynamic.ttl,
-            loop_wait: self.dynamic.loop_wait,
-            maximum_lag_on_failover: self.dynamic.maximum_lag_on_failover,
+            running: self.pg.is_running(),
+            probe: probe.as_ref(),
+            memory: &self.memory,
+            data_dir: &obs.data_dir,
+            last_role: self.last_role,
+            holds_lock: self.holds_lock,
+            dcs_read: obs.cluster.is_some(),
             cluster,
-            scheduled_restart,
-            local_conn: Some(self.pg.s.local_conn(&self.dynamic_params)),
-            pending_restart_reason: data.pending_restart_reason.clone(),
+            dynamic: &self.dynamic,
+            dcs_last_seen: self.dcs_last_seen,
+            reason: d.reason.to_string(),
+            scheduled_restart: scheduled_restart.clone(),
+            pending_restart_reason: probe.as_ref().and_then(|p| self.pending_restart_reason(p)),
             config_warnings: self.config_notes.iter().map(|n| n.to_string()).collect(),
-        };
+            at: Instant::now(),
+        });
+        let mut data = self.member_data(probe.as_ref(), &status.state);
+        data.scheduled_restart = scheduled_restart;
+        let stored = obs.cluster.as_ref().map(|c| c.member(&self.cfg.name));
+        if ha::cadence::member_write_due(stored, &data, self.etcd.lease()) {
+            if let Err(e) = self.etcd.touch_member(&data).await {
+                tracing::warn!("could not update our member key: {e}");
+            }
+        }
         self.status_tx.send_replace(Arc::new(status));
+        let conn = self.pg.s.local_conn(&self.dynamic_params);
+        self.wal_conn.send_if_modified(|c| {
+            let changed = c.as_ref() != Some(&conn);
+            *c = Some(conn);
+            changed
+        });
         self.update_fence(obs);
     }
 

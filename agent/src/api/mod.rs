@@ -3,9 +3,9 @@
 //!
 //! Rule (safety rule 7): a handler reads `status.borrow().clone()` (an `Arc`, so
 //! the borrow ends at once), computes its answer and writes it. No handler talks to
-//! postgres or etcd, takes a lock across `.await`, or can panic on what a client
-//! sends: HAProxy must keep getting an answer in milliseconds while postgres or
-//! etcd hang.
+//! postgres, takes a lock across `.await`, or can panic on what a client sends:
+//! HAProxy must keep getting an answer in milliseconds while postgres or etcd
+//! hang.
 //!
 //! One file per route family in `routes/`:
 //!
@@ -19,12 +19,13 @@
 //! - `restart.rs`: `POST|DELETE /restart`.
 //! - `reinit_reload.rs`: `POST /reload`, `POST /reinitialize`.
 //!
-//! The control routes (all but `GET` above) are the exception to the rule: they
-//! read and write etcd (with timeouts) and hand requests to the HA loop
-//! (`control.rs`); they never touch postgres. `GET /patroni` is the other
-//! exception: it reads the WAL position live, bounded by a timeout (see
-//! `routes/node.rs`). `auth.rs` guards the control routes with Basic auth;
-//! `error.rs` is the one error type every handler answers with.
+//! The control routes (all but `GET` above) read and write etcd (with timeouts)
+//! and hand requests to the HA loop (`control.rs`). `GET /patroni` reports a WAL
+//! position at most 100 ms old: it waits (bounded) for the agent's
+//! `postgres::WalSampler`, which owns the one connection
+//! and shares each query between the requests in flight (see `routes/node.rs`).
+//! `auth.rs` guards the control routes with Basic auth; `error.rs` is the one
+//! error type every handler answers with.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::watch;
 
+use crate::postgres::WalSampler;
 use crate::status::NodeStatus;
 
 mod auth;
@@ -58,6 +60,8 @@ pub struct ApiState {
     pub status: watch::Receiver<Arc<NodeStatus>>,
     /// etcd and the HA loop, for the control routes (absent: they answer 503).
     pub control: Option<Arc<Control>>,
+    /// Fresh WAL positions for `GET /patroni` (absent: it reports the snapshot's).
+    pub wal: Option<WalSampler>,
 }
 
 impl ApiState {
@@ -65,11 +69,17 @@ impl ApiState {
         ApiState {
             status,
             control: None,
+            wal: None,
         }
     }
 
     pub fn with_control(mut self, control: Arc<Control>) -> ApiState {
         self.control = Some(control);
+        self
+    }
+
+    pub fn with_wal_sampler(mut self, wal: WalSampler) -> ApiState {
+        self.wal = Some(wal);
         self
     }
 

@@ -458,6 +458,73 @@ async fn patroni_status_fields() {
     assert_eq!(v["cluster_unlocked"], true);
 }
 
+/// A WAL source that answers `answer` and counts the questions.
+struct FakeWal {
+    answer: Option<crate::postgres::WalSample>,
+    asked: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl crate::postgres::WalSource for FakeWal {
+    async fn sample(&mut self) -> Option<crate::postgres::WalSample> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.answer
+    }
+}
+
+async fn patroni_with_sampler(
+    st: NodeStatus,
+    answer: Option<crate::postgres::WalSample>,
+) -> (Value, usize) {
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let wal = crate::postgres::WalSampler::start(
+        FakeWal {
+            answer,
+            asked: asked.clone(),
+        },
+        Duration::from_secs(30),
+    );
+    let (_tx, rx) = watch::channel(Arc::new(st));
+    let req = Request::builder()
+        .uri("/patroni")
+        .body(Body::empty())
+        .expect("request");
+    let res = router(ApiState::new(rx).with_wal_sampler(wal))
+        .oneshot(req)
+        .await
+        .expect("infallible");
+    let body = res.into_body().collect().await.expect("body").to_bytes();
+    let v = serde_json::from_slice(&body).expect("JSON body");
+    (v, asked.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn patroni_reports_the_sampled_wal_position() {
+    let live = crate::postgres::WalSample {
+        in_recovery: true,
+        flush: None,
+        receive: Some(200 * MB),
+        replay: Some(150 * MB),
+        paused: true,
+    };
+    let (v, asked) = patroni_with_sampler(replica(), Some(live)).await;
+    assert_eq!(asked, 1);
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["xlog"]["received_location"], 200 * MB);
+    assert_eq!(v["xlog"]["replayed_location"], 150 * MB);
+    assert_eq!(v["xlog"]["paused"], true);
+
+    // postgres does not answer: no position, state unknown
+    let (v, asked) = patroni_with_sampler(replica(), None).await;
+    assert_eq!(asked, 1);
+    assert_eq!(v["state"], "unknown");
+    assert!(v.get("xlog").is_none(), "{v}");
+
+    // not running: the sampler is not asked
+    let (v, asked) = patroni_with_sampler(stopped(), Some(live)).await;
+    assert_eq!(asked, 0);
+    assert_eq!(v["state"], "stopped");
+}
+
 #[tokio::test]
 async fn cluster_format() {
     let (status, v) = get_json(replica(), "/cluster").await;

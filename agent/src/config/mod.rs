@@ -11,7 +11,8 @@
 //! - `load.rs`: the load pipeline (file, directory or environment; the steps in order).
 //! - `yaml.rs`: YAML text to a tree as PyYAML (YAML 1.1) reads it.
 //! - `env.rs`: the `PATRONI_*` variables, for the agent and for agentctl.
-//! - `merge.rs`: Patroni's `patch_config` on JSON trees.
+//! - `merge.rs`: Patroni's `patch_config` on JSON trees, the one merge for the loader,
+//!   `PATCH /config` and `agentctl edit-config --apply`.
 //! - `validate.rs`: required keys and the checks beyond types.
 //! - `warnings.rs`: unsupported and unknown keys, and what we accept but ignore.
 //! - `dynamic.rs`: the cluster-wide dynamic configuration stored in etcd.

@@ -13,9 +13,12 @@
 //! `race.rs` (who may take over), `rejoin.rs` (clone, follow, rewind),
 //! `slots.rs`, `sync.rs` (synchronous standbys), `fence.rs` (the fence rules),
 //! `manual.rs` (switchover, failover, restart... requests), `memory.rs`
-//! (the loop's memory, one `apply`), `reason.rs` (the reason words).
+//! (the loop's memory, one `apply`), `reason.rs` (the reason words),
+//! `cadence.rs` (when the loop writes its member and status keys, and when it
+//! runs the next cycle).
 
 mod action;
+pub mod cadence;
 pub mod fence;
 mod manual;
 pub mod memory;
@@ -31,11 +34,11 @@ mod view;
 use crate::dcs::model::{Cluster, Failover};
 use crate::postgres::ControlState;
 
+pub use crate::postgres::Walsender;
 pub use manual::{
     candidate_eligibility, parse_timestamp, Ineligible, Operation, Request, TakeoverBar,
 };
 pub use reason::Reason;
-pub use sync::Walsender;
 
 pub use action::*;
 use race::*;

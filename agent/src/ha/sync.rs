@@ -32,20 +32,6 @@ use super::{Action, Observation, Settings};
 use crate::config::DynamicConfig;
 use crate::dcs::model::Cluster;
 
-/// One walsender as the primary sees it (`pg_stat_replication`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Walsender {
-    pub name: String,
-    pub state: String,
-    /// `async`, `potential`, `sync`, `quorum`.
-    pub sync_state: String,
-    /// The standby's flush position (`flush_lsn`), absolute; `None` until it
-    /// first replied.
-    pub flush_lsn: Option<u64>,
-    /// Bytes between the primary's flush position and the standby's flush position.
-    pub lag: u64,
-}
-
 /// `synchronous_standby_names` for these members (FIRST n semantics).
 pub fn render_names(names: &[String], count: usize) -> String {
     let quoted: Vec<String> = names

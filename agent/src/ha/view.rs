@@ -1,9 +1,14 @@
 //! What `decide` sees: the observation (etcd, postgres, peers, the agent's own
-//! memory) and the local settings.
+//! memory) and the local settings. The postgres facts it shares with the
+//! executor (`DataDir`, `Source`, `StopMode`, `Walsender`) are plain types of
+//! `postgres` (`postgres/types.rs`), re-exported here.
 //!
 //! Rule: plain data; pure.
 
 use serde::Serialize;
+
+use crate::postgres::ProbeResult;
+pub use crate::postgres::{DataDir, Source, StopMode};
 
 use super::*;
 
@@ -33,23 +38,6 @@ pub struct Observation {
     /// The fence watchdog died and could not be restarted: this node must not
     /// be or become a primary (see [`fence::without_fence`]).
     pub fence_down: bool,
-}
-
-/// The data directory as found on disk.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum DataDir {
-    /// Missing or empty.
-    #[default]
-    Empty,
-    /// A postgres data directory; `sysid` from pg_control.
-    Initialized {
-        sysid: Option<String>,
-        control: Option<ControlState>,
-        /// `standby.signal` present.
-        standby_signal: bool,
-    },
-    /// Not empty, but not a data directory we can use (no PG_VERSION), or unreadable.
-    Invalid(String),
 }
 
 /// Postgres as seen by the agent (its child process plus one probe query).
@@ -113,6 +101,30 @@ impl PgView {
     }
 }
 
+impl From<&ProbeResult> for PgView {
+    /// A running postgres that answered this probe. Its timeline is the
+    /// probe's; the agent puts the highest seen (`Memory::timeline_seen`) in.
+    fn from(p: &ProbeResult) -> PgView {
+        PgView {
+            running: true,
+            accepting: true,
+            in_recovery: Some(p.in_recovery),
+            timeline: p.timeline,
+            wal_lsn: p.wal_lsn,
+            receive_lsn: p.receive_lsn,
+            replay_lsn: p.replay_lsn,
+            replay_paused: p.replay_paused,
+            receiver_status: p.receiver_status.clone(),
+            slots: Some(p.slots.clone()),
+            sysid: p.sysid.clone(),
+            walsenders: p.walsenders.clone(),
+            sync_standby_names: p.sync_standby_names.clone(),
+            server_version: p.server_version,
+            pending_restart: p.pending_restart,
+        }
+    }
+}
+
 /// A replica's WAL position: the furthest of what it received and what it
 /// replayed (the receiver's position is unknown while it is down). The one
 /// definition, used for the member key, `/patroni` and the leader race.
@@ -131,22 +143,6 @@ pub struct PeerStatus {
     pub timeline: Option<u32>,
     pub nofailover: bool,
     pub failover_priority: i64,
-}
-
-/// Where a replica streams from or clones from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Source {
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-}
-
-/// How postgres is stopped (pg_ctl's modes, as signals to the postmaster).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum StopMode {
-    Smart,
-    Fast,
-    Immediate,
 }
 
 /// Work the executor runs in the background while the loop keeps ticking.

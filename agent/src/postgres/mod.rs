@@ -5,9 +5,13 @@
 //! Files: `process.rs` (the child: spawn, ready, stop, reload), `files.rs` (what
 //! the agent writes into and reads from the data directory), `tools.rs` (initdb,
 //! pg_basebackup, pg_rewind, pg_controldata), `conf.rs` (rendering, pure),
-//! `controldata.rs` (parsing, pure), `probe.rs` (the one query per cycle).
+//! `controldata.rs` (parsing, pure), `probe.rs` (the one query per cycle),
+//! `sampler.rs` (the WAL position `GET /patroni` reports, one query shared by
+//! every request in flight), `types.rs` (the plain data `ha` decides on and the
+//! executor hands back: data directory, source, stop mode, walsender).
 //!
-//! Rule: this module carries out what it is told; it holds no HA policy.
+//! Rule: this module carries out what it is told; it holds no HA policy, and it
+//! does not import `ha` (`ha` imports its types).
 //! The postmaster always runs as our child: it is started with a parent-death
 //! signal (SIGQUIT = immediate shutdown), so the agent's death takes postgres
 //! down with it and a primary can never outlive the agent that fences it.
@@ -17,7 +21,9 @@ mod controldata;
 mod files;
 mod probe;
 mod process;
+mod sampler;
 mod tools;
+mod types;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,10 +44,11 @@ pub use conf::{
     render_hba, render_postgresql_conf, split_listen, ConfInput, StandbyConf,
 };
 pub use controldata::ControlState;
-pub use probe::{Probe, ProbeResult};
+pub use probe::{Probe, ProbeResult, ReplicationInfo};
+pub use sampler::{PgWalSource, WalSample, WalSampler, WalSource};
+pub use types::{DataDir, Source, StopMode, Walsender};
 
 use crate::config::{Config, Credentials};
-use crate::ha::{DataDir, Source, StopMode};
 
 /// Local postgres settings that `POST /reload` (or SIGHUP) re-reads from the file.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,9 +6,19 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
+use serde::Serialize;
 use tokio_postgres::{Client, NoTls};
 
-use crate::status::ReplicationInfo;
+/// One row of `pg_stat_replication`, as the probe reads it and `/patroni` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplicationInfo {
+    pub usename: Option<String>,
+    pub application_name: String,
+    pub client_addr: Option<String>,
+    pub state: Option<String>,
+    pub sync_state: Option<String>,
+    pub sync_priority: Option<i32>,
+}
 
 /// What one probe found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -31,33 +41,9 @@ pub struct ProbeResult {
     pub sync_standby_names: Option<String>,
     /// The walsenders with their synchronous state, flush position and lag (for
     /// synchronous mode).
-    pub walsenders: Vec<crate::ha::Walsender>,
+    pub walsenders: Vec<super::Walsender>,
     /// Settings waiting for a restart, with the value still in effect.
     pub pending: Vec<(String, String)>,
-}
-
-impl ProbeResult {
-    /// The decision's view of a running postgres that answered this probe, on
-    /// `timeline` (the highest seen, see `Memory::timeline_seen`).
-    pub fn view(&self, timeline: Option<u32>) -> crate::ha::PgView {
-        crate::ha::PgView {
-            running: true,
-            accepting: true,
-            in_recovery: Some(self.in_recovery),
-            timeline,
-            wal_lsn: self.wal_lsn,
-            receive_lsn: self.receive_lsn,
-            replay_lsn: self.replay_lsn,
-            replay_paused: self.replay_paused,
-            receiver_status: self.receiver_status.clone(),
-            slots: Some(self.slots.clone()),
-            sysid: self.sysid.clone(),
-            walsenders: self.walsenders.clone(),
-            sync_standby_names: self.sync_standby_names.clone(),
-            server_version: self.server_version,
-            pending_restart: self.pending_restart,
-        }
-    }
 }
 
 const STATUS_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(),
@@ -173,7 +159,7 @@ impl Probe {
             ..Default::default()
         };
         for r in client.query(REPLICATION_SQL, &[]).await? {
-            p.walsenders.push(crate::ha::Walsender {
+            p.walsenders.push(super::Walsender {
                 name: r.get::<_, Option<String>>(1).unwrap_or_default(),
                 state: r.get::<_, Option<String>>(3).unwrap_or_default(),
                 sync_state: r.get::<_, Option<String>>(4).unwrap_or_default(),

@@ -1,6 +1,7 @@
-//! `/config`: `GET` answers from the snapshot; `PATCH` merges into and `PUT`
-//! replaces the dynamic configuration in etcd (compare-and-set on its revision),
-//! then wakes the HA loop to apply it.
+//! `/config`: `GET` answers from the snapshot; `PATCH` merges into (with
+//! [`crate::config::merge`], Patroni's `patch_config`) and `PUT` replaces the
+//! dynamic configuration in etcd (compare-and-set on its revision), then wakes
+//! the HA loop to apply it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,6 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::api::control::{body_object, control, read_cluster, Control};
 use crate::api::error::{refuse, Answer, ApiError};
 use crate::api::ApiState;
+use crate::config::merge::{merge, Null};
 use crate::config::DynamicConfig;
 
 /// `GET /config`: the dynamic configuration exactly as stored in etcd.
@@ -46,7 +48,8 @@ pub(in crate::api) async fn patch_config_route(
         Value::Object(m) => m.clone(),
         _ => Map::new(),
     };
-    if patch_config(&mut data, &patch) {
+    // Patroni's patch_config: write only when something changed
+    if merge(&mut data, &patch, Null::Deletes) {
         let value = Value::Object(data.clone());
         DynamicConfig::check_change(&cfg.raw, &value).map_err(|e| {
             refuse(
@@ -106,64 +109,5 @@ async fn write_config(
             failed,
             format!("cannot write the configuration: {e}"),
         )),
-    }
-}
-
-/// Merge `patch` into `target` like Patroni's `patch_config`: objects merge
-/// recursively, `null` deletes. Returns whether anything changed.
-fn patch_config(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> bool {
-    let mut changed = false;
-    for (k, v) in patch {
-        match v {
-            Value::Null => {
-                if target.remove(k).is_some() {
-                    changed = true;
-                }
-            }
-            Value::Object(p) => {
-                let entry = target
-                    .entry(k.clone())
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if !entry.is_object() {
-                    *entry = Value::Object(Map::new());
-                    changed = true;
-                }
-                if let Value::Object(t) = entry {
-                    if patch_config(t, p) {
-                        changed = true;
-                    }
-                }
-            }
-            other => {
-                if target.get(k) != Some(other) {
-                    target.insert(k.clone(), other.clone());
-                    changed = true;
-                }
-            }
-        }
-    }
-    changed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patch_merges_and_deletes() {
-        let mut t: Map<String, Value> = serde_json::from_value(json!({
-            "ttl": 30, "postgresql": {"parameters": {"a": 1, "b": 2}}, "pause": true
-        }))
-        .unwrap();
-        let p: Map<String, Value> = serde_json::from_value(json!({
-            "ttl": 20, "pause": null, "postgresql": {"parameters": {"b": null, "c": "x"}}
-        }))
-        .unwrap();
-        assert!(patch_config(&mut t, &p));
-        assert_eq!(
-            Value::Object(t.clone()),
-            json!({"ttl": 20, "postgresql": {"parameters": {"a": 1, "c": "x"}}})
-        );
-        assert!(!patch_config(&mut t, &p));
     }
 }

@@ -1,10 +1,14 @@
 //! `GET /patroni`: this node's status, the JSON other members read during a
 //! leader race and `patronictl` shows.
 //!
-//! Unlike the health checks, the WAL position here is read live (one short query,
-//! bounded by a timeout, falling back to the snapshot): peers compare positions to
-//! pick the most advanced replica, and a snapshot up to `loop_wait` old could make
-//! a replica that is behind look ahead.
+//! Unlike the health checks, the WAL position here is fresh: peers compare
+//! positions to pick the most advanced replica, and the snapshot, up to
+//! `loop_wait` old, could make a replica that is behind look ahead. The handler
+//! asks the agent's WAL sampler ([`crate::postgres::WalSampler`]) for a sample at
+//! most [`FRESH`] old; the sampler runs one query at a time on its own
+//! connection and shares it between the requests in flight, so a flood of
+//! requests costs postgres about ten queries a second. No sample within the
+//! sampler's wait: the position is left out and the state is `unknown`.
 
 use std::time::Duration;
 
@@ -13,26 +17,21 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use crate::api::ApiState;
+use crate::ha::received_position;
+use crate::postgres::WalSample;
 
-/// How long `/patroni` may spend on the live query.
-const LIVE_TIMEOUT: Duration = Duration::from_millis(700);
-
-const LIVE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(),
-  CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL
-       ELSE pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_flush_lsn(), '0/0')::bigint END,
-  pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_receive_lsn(), '0/0')::bigint,
-  pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint,
-  CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END";
+/// How old a WAL sample `/patroni` may report.
+const FRESH: Duration = Duration::from_millis(100);
 
 pub(in crate::api) async fn get_patroni(State(api): State<ApiState>) -> Json<Value> {
     let st = api.snapshot();
     let mut body = st.patroni_json();
     if st.is_running() {
-        if let Some(conn) = st.local_conn.clone() {
-            match tokio::time::timeout(LIVE_TIMEOUT, live_wal(conn)).await {
-                Ok(Some(live)) => merge_live(&mut body, live),
+        if let Some(wal) = &api.wal {
+            match wal.fresh(FRESH).await {
+                Some(live) => merge_live(&mut body, live),
                 // Postgres does not answer now: do not vouch for an old position.
-                _ => {
+                None => {
                     if let Some(o) = body.as_object_mut() {
                         o.remove("xlog");
                         o.insert("state".into(), json!("unknown"));
@@ -44,27 +43,13 @@ pub(in crate::api) async fn get_patroni(State(api): State<ApiState>) -> Json<Val
     Json(body)
 }
 
-/// (in_recovery, flush, receive, replay, paused)
-type Live = (bool, Option<i64>, Option<i64>, Option<i64>, bool);
-
-async fn live_wal(conn: tokio_postgres::Config) -> Option<Live> {
-    let (client, connection) = conn.connect(tokio_postgres::NoTls).await.ok()?;
-    let h = tokio::spawn(connection);
-    let row = client.query_one(LIVE_SQL, &[]).await.ok();
-    drop(client);
-    h.abort();
-    let row = row?;
-    Some((row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
-}
-
-fn merge_live(body: &mut Value, (in_recovery, flush, receive, replay, paused): Live) {
-    let pos = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
-    if in_recovery {
-        let replayed = pos(replay);
+fn merge_live(body: &mut Value, live: WalSample) {
+    if live.in_recovery {
+        let replayed = live.replay.unwrap_or(0);
         let mut xlog = body.get("xlog").cloned().unwrap_or_else(|| json!({}));
-        xlog["received_location"] = json!(pos(receive).max(replayed));
+        xlog["received_location"] = json!(received_position(live.receive, live.replay));
         xlog["replayed_location"] = json!(replayed);
-        xlog["paused"] = json!(paused);
+        xlog["paused"] = json!(live.paused);
         if xlog.get("replayed_timestamp").is_none() {
             xlog["replayed_timestamp"] = Value::Null;
         }
@@ -74,7 +59,7 @@ fn merge_live(body: &mut Value, (in_recovery, flush, receive, replay, paused): L
         body["xlog"] = xlog;
         body["role"] = json!("replica");
     } else {
-        body["xlog"] = json!({"location": pos(flush)});
+        body["xlog"] = json!({"location": live.flush.unwrap_or(0)});
         body["role"] = json!("primary");
     }
 }
@@ -83,15 +68,34 @@ fn merge_live(body: &mut Value, (in_recovery, flush, receive, replay, paused): L
 mod tests {
     use super::*;
 
+    fn live(
+        in_recovery: bool,
+        flush: Option<u64>,
+        receive: Option<u64>,
+        replay: Option<u64>,
+        paused: bool,
+    ) -> WalSample {
+        WalSample {
+            in_recovery,
+            flush,
+            receive,
+            replay,
+            paused,
+        }
+    }
+
     #[test]
     fn live_positions_replace_the_snapshot() {
         let mut b = json!({"role": "replica", "xlog": {"received_location": 1, "replayed_location": 1, "replayed_timestamp": "t", "paused": false}});
-        merge_live(&mut b, (true, None, Some(100), Some(90), true));
+        merge_live(&mut b, live(true, None, Some(100), Some(90), true));
         assert_eq!(b["xlog"]["received_location"], 100);
         assert_eq!(b["xlog"]["replayed_location"], 90);
         assert_eq!(b["xlog"]["paused"], true);
         assert_eq!(b["xlog"]["replayed_timestamp"], "t");
-        merge_live(&mut b, (false, Some(500), None, None, false));
+        // the receiver is down: received is at least what was replayed
+        merge_live(&mut b, live(true, None, None, Some(95), false));
+        assert_eq!(b["xlog"]["received_location"], 95);
+        merge_live(&mut b, live(false, Some(500), None, None, false));
         assert_eq!(b["xlog"], json!({"location": 500}));
         assert_eq!(b["role"], "primary");
     }

@@ -201,7 +201,10 @@ impl World {
                 }
                 Action::DeleteSync { .. } => self.key = None,
                 Action::SetSyncNames(v) => self.ssn = v.clone(),
-                Action::NoteSyncNamed(named) => self.memory.sync_named = named.clone(),
+                // the loop's memory changes as the agent's does
+                Action::NoteSyncNamed(_) => {
+                    crate::ha::memory::apply(&mut self.memory, crate::ha::memory::Event::Done(a))
+                }
                 _ => {}
             }
             self.release();
