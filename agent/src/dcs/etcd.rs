@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 
 use super::model::{keys, Cluster, History, MemberData, RawKv, Status};
 use crate::config::Etcd3Config;
+use crate::dcs::model::LeaseRenewal;
 use crate::fence::clock_now;
-use crate::ha::fence::LeaseRenewal;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum DcsError {

@@ -5,6 +5,7 @@
 //! empty, never as an error that stops the agent), serialization is exact.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -584,6 +585,30 @@ pub fn format_lsn(lsn: u64) -> String {
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// One successful keep-alive (or grant) of one of our etcd leases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRenewal {
+    pub lease: i64,
+    /// When the request was sent, on the fence clock: etcd restarted the lease's
+    /// countdown no earlier than this.
+    pub sent: Duration,
+    /// The lease's TTL: the smaller of what we asked for and what etcd granted.
+    pub ttl: Duration,
+}
+
+impl LeaseRenewal {
+    /// `requested` and `granted` in seconds as etcd counts them (`granted <= 0`:
+    /// the lease does not exist, nothing was renewed).
+    pub fn new(lease: i64, sent: Duration, requested: i64, granted: i64) -> Option<LeaseRenewal> {
+        let ttl = requested.min(granted);
+        (ttl > 0).then(|| LeaseRenewal {
+            lease,
+            sent,
+            ttl: Duration::from_secs(ttl.unsigned_abs()),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -11,29 +11,7 @@ use super::{
     Action, DataDir, Decision, LongKind, Memory, Observation, PgView, Reason, Settings, StopMode,
 };
 
-/// One successful keep-alive (or grant) of one of our etcd leases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseRenewal {
-    pub lease: i64,
-    /// When the request was sent, on the fence clock: etcd restarted the lease's
-    /// countdown no earlier than this.
-    pub sent: Duration,
-    /// The lease's TTL: the smaller of what we asked for and what etcd granted.
-    pub ttl: Duration,
-}
-
-impl LeaseRenewal {
-    /// `requested` and `granted` in seconds as etcd counts them (`granted <= 0`:
-    /// the lease does not exist, nothing was renewed).
-    pub fn new(lease: i64, sent: Duration, requested: i64, granted: i64) -> Option<LeaseRenewal> {
-        let ttl = requested.min(granted);
-        (ttl > 0).then(|| LeaseRenewal {
-            lease,
-            sent,
-            ttl: Duration::from_secs(ttl.unsigned_abs()),
-        })
-    }
-}
+pub use crate::dcs::model::LeaseRenewal;
 
 /// When the fence stops postgres: a margin before the lease renewed by `r` can
 /// expire (10% of its TTL, at most one second), so the old primary is gone before
