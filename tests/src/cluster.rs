@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::bins::{agent_binaries, pg_bin, require, PG_BIN_DIR};
 use crate::dirs::{make_shared_dir, sanitize_name, TestDir};
-use crate::etcd::EtcdFixture;
+use crate::etcd::{EtcdFixture, EtcdServerTls};
 use crate::ports::free_port;
 use crate::proc::{
     chown_to_postgres, command_as_postgres, kill_child, postgres_ids, postmaster_pid, signal,
@@ -54,9 +54,24 @@ pub struct ClusterBuilder {
     settings: Settings,
     start_agents: bool,
     wait_timeout: Duration,
+    etcd_tls: Option<EtcdServerTls>,
+    etcd_root_password: Option<String>,
 }
 
 impl ClusterBuilder {
+    /// Run etcd with TLS on its client port (the node configs are the caller's to
+    /// point at it: `etcd3.protocol`, `cacert`, ... through [`ClusterBuilder::configure`]).
+    pub fn etcd_tls(mut self, tls: EtcdServerTls) -> Self {
+        self.etcd_tls = Some(tls);
+        self
+    }
+
+    /// Turn on etcd authentication (user `root` with `password`) before the agents start.
+    pub fn etcd_auth(mut self, password: &str) -> Self {
+        self.etcd_root_password = Some(password.to_string());
+        self
+    }
+
     /// Number of nodes (`node0` .. `node<n-1>`).
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
@@ -123,7 +138,10 @@ impl ClusterBuilder {
         }
 
         let dir = TestDir::new(&self.name);
-        let etcd = EtcdFixture::start(&dir).await;
+        let mut etcd = EtcdFixture::start_with(dir.path(), self.etcd_tls).await;
+        if let Some(password) = &self.etcd_root_password {
+            etcd.enable_auth(password);
+        }
         let mut cluster = ClusterFixture {
             nodes: Vec::new(),
             etcd,
@@ -168,6 +186,8 @@ impl ClusterFixture {
             },
             start_agents: true,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            etcd_tls: None,
+            etcd_root_password: None,
         }
     }
 

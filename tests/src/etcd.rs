@@ -18,11 +18,21 @@ use crate::bins::require;
 use crate::dirs::TestDir;
 use crate::ports::free_port;
 use crate::proc::{kill_child, signal};
+use crate::tls::CertPair;
 
 /// How long etcd may take to become healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of one HTTP request to etcd.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// TLS for etcd's client port: its server certificate, and whether clients must
+/// present a certificate signed by `ca` (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct EtcdServerTls {
+    pub ca: PathBuf,
+    pub server: CertPair,
+    pub client_cert_auth: bool,
+}
 
 /// A running (or deliberately stopped) single-member etcd.
 #[derive(Debug)]
@@ -32,6 +42,11 @@ pub struct EtcdFixture {
     peer_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
+    /// With TLS, `client_port` speaks https (for the agents) and this plain-http
+    /// loopback port serves the harness's gateway reads.
+    tls: Option<(EtcdServerTls, u16)>,
+    /// etcd user and password once authentication is enabled ([`EtcdFixture::enable_auth`]).
+    auth: Option<(String, String)>,
 }
 
 impl EtcdFixture {
@@ -43,15 +58,46 @@ impl EtcdFixture {
 
     /// Like [`EtcdFixture::start`] for any directory (etcd runs as the current user).
     pub async fn start_in(dir: &Path) -> EtcdFixture {
+        Self::start_with(dir, None).await
+    }
+
+    /// Like [`EtcdFixture::start_in`], with TLS on the client port when `tls` is given.
+    pub async fn start_with(dir: &Path, tls: Option<EtcdServerTls>) -> EtcdFixture {
         let mut etcd = EtcdFixture {
             child: None,
             client_port: free_port(),
             peer_port: free_port(),
             data_dir: dir.join("etcd"),
             log_path: dir.join("etcd.log"),
+            tls: tls.map(|t| (t, free_port())),
+            auth: None,
         };
         etcd.spawn().await;
         etcd
+    }
+
+    /// Create user `root` with `password` and turn on etcd authentication; the
+    /// harness's own reads authenticate from then on.
+    pub fn enable_auth(&mut self, password: &str) {
+        let bin = require("etcdctl", "etcd-client");
+        let endpoint = self.url();
+        for args in [
+            vec!["user".to_string(), "add".into(), format!("root:{password}")],
+            vec!["auth".into(), "enable".into()],
+        ] {
+            let out = Command::new(&bin)
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={endpoint}"))
+                .args(&args)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run etcdctl: {e}"));
+            assert!(
+                out.status.success(),
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.auth = Some(("root".into(), password.into()));
     }
 
     async fn spawn(&mut self) {
@@ -61,12 +107,28 @@ impl EtcdFixture {
             .append(true)
             .open(&self.log_path)
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.log_path.display()));
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = match &self.tls {
+            None => format!("http://127.0.0.1:{}", self.client_port),
+            Some(_) => format!("https://127.0.0.1:{}", self.client_port),
+        };
+        let listen = match &self.tls {
+            None => client.clone(),
+            Some((_, gateway)) => format!("{client},http://127.0.0.1:{gateway}"),
+        };
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new(&bin);
+        if let Some((tls, _)) = &self.tls {
+            cmd.arg(format!("--cert-file={}", tls.server.cert.display()))
+                .arg(format!("--key-file={}", tls.server.key.display()));
+            // etcd asks for a client certificate whenever it has a trusted CA.
+            if tls.client_cert_auth {
+                cmd.arg("--client-cert-auth")
+                    .arg(format!("--trusted-ca-file={}", tls.ca.display()));
+            }
+        }
         cmd.arg("--name=etcd0")
             .arg(format!("--data-dir={}", self.data_dir.display()))
-            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--listen-client-urls={listen}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
@@ -134,9 +196,13 @@ impl EtcdFixture {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// `http://127.0.0.1:<client port>`.
+    /// `http://127.0.0.1:<client port>` (with TLS: the plain-http loopback port the
+    /// harness reads through; the agents use [`EtcdFixture::endpoint`] over https).
     pub fn url(&self) -> String {
-        format!("http://{}", self.endpoint())
+        match &self.tls {
+            None => format!("http://{}", self.endpoint()),
+            Some((_, gateway)) => format!("http://127.0.0.1:{gateway}"),
+        }
     }
 
     pub fn client_port(&self) -> u16 {
@@ -203,9 +269,23 @@ impl EtcdFixture {
     }
 
     async fn gateway(&self, path: &str, body: Value) -> Result<Value> {
+        let mut req = http_client().post(format!("{}/v3/{path}", self.url()));
+        if let Some((user, password)) = &self.auth {
+            let url = format!("{}/v3/auth/authenticate", self.url());
+            let v: Value = http_client()
+                .post(&url)
+                .json(&json!({"name": user, "password": password}))
+                .send()
+                .await
+                .with_context(|| format!("POST {url}"))?
+                .json()
+                .await
+                .with_context(|| format!("POST {url}: body"))?;
+            let token = v["token"].as_str().unwrap_or_default().to_string();
+            req = req.header("Authorization", token);
+        }
         let url = format!("{}/v3/{path}", self.url());
-        let resp = http_client()
-            .post(&url)
+        let resp = req
             .json(&body)
             .send()
             .await

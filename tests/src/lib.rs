@@ -24,6 +24,7 @@
 //! | [`logs`] | tails of log files for post-mortems |
 //! | [`proxy`] | [`TcpProxy`]: a loopback TCP proxy that can be cut, to partition one agent from etcd |
 //! | [`sampler`] | [`PrimarySampler`]: asks every node every 100 ms whether it is writable, to catch two primaries at once |
+//! | [`tls`] | [`TestCa`]: a throw-away CA (openssl CLI) issuing server/client certificates for 127.0.0.1 |
 //! | [`ctl`] | [`Cli`]: runs `agentctl` or Patroni's `patronictl` with a deadline and stdin from `/dev/null`, capturing a [`CliRun`] |
 //! | [`haproxy`] | [`HaproxyFixture`]: a real HAProxy in front of a cluster, configured by `haproxy/haproxy-config.sh`; [`Writer`]: measures write-unavailability windows through a port |
 //! | [`chaos`] | the chaos suite (faults under a write load, invariant checks, reports) behind `chaos/run` and `tests/tests/chaos.rs` |
@@ -69,6 +70,7 @@ pub mod postgres;
 pub mod proc;
 pub mod proxy;
 pub mod sampler;
+pub mod tls;
 pub mod wait;
 
 pub use bins::{agent_binaries, pg_bin, require, AgentBinaries, PG_BIN_DIR};
@@ -82,7 +84,7 @@ pub use ctl::{
     PATRONICTL_DEFAULT, PATRONICTL_INSTALL,
 };
 pub use dirs::TestDir;
-pub use etcd::EtcdFixture;
+pub use etcd::{EtcdFixture, EtcdServerTls};
 pub use etcd_cluster::EtcdCluster;
 pub use haproxy::{
     generate_config, repo_root, stats_states, wait_up, Ack, HaproxyFixture, ServerState, WriteLog,
@@ -93,6 +95,7 @@ pub use postgres::PostgresFixture;
 pub use proc::{command_as_postgres, postgres_ids};
 pub use proxy::TcpProxy;
 pub use sampler::{PrimarySampler, SplitBrain};
+pub use tls::{CertPair, TestCa};
 pub use wait::{
     wait_all_running, wait_for, wait_for_result, wait_primary, wait_streaming_replicas,
 };

@@ -51,6 +51,9 @@ impl PgCtl {
                     .context("keep initdb's postgresql.conf as postgresql.base.conf")?;
             }
         }
+        if standby.is_some() {
+            self.s.ensure_pgpass()?;
+        }
         let parameters = self.s.merged_parameters(dynamic);
         *self.written.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((standby.clone(), parameters.clone()));
@@ -146,8 +149,13 @@ impl PgCtl {
                 primary_conninfo: primary_conninfo(
                     &src.host,
                     src.port,
-                    &self.s.replication.username,
-                    self.s.replication.password.as_deref(),
+                    &self.s.replication,
+                    // written by write_config before postgres reads it
+                    self.s
+                        .replication
+                        .password
+                        .as_ref()
+                        .map(|_| self.s.pgpass.as_path()),
                     &self.s.name,
                 ),
                 primary_slot_name: use_slots

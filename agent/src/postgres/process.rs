@@ -88,7 +88,7 @@ impl PgCtl {
         if self.is_running() {
             bail!("postgres is already running");
         }
-        let mut cmd = tokio::process::Command::new(self.s.bin("postgres"));
+        let mut cmd = crate::child_env::command(self.s.bin("postgres"));
         cmd.arg("-D")
             .arg(self.data())
             .arg(format!(
