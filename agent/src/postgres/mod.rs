@@ -17,6 +17,7 @@ mod controldata;
 mod files;
 mod probe;
 mod process;
+mod tls;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ pub use conf::{
 };
 pub use controldata::ControlState;
 pub use probe::{Probe, ProbeResult};
+pub use tls::connect;
 
 use crate::config::{Config, Credentials};
 use crate::ha::{DataDir, Source, StopMode};

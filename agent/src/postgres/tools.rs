@@ -227,8 +227,7 @@ impl PgCtl {
             c.password(p.as_bytes());
         }
         let fut = async {
-            let (client, connection) = c.connect(tokio_postgres::NoTls).await?;
-            let h = tokio::spawn(connection);
+            let (client, h) = super::tls::connect(&c, &self.s.superuser).await?;
             let r = async {
                 let row = client
                     .query_one(
@@ -264,12 +263,11 @@ impl PgCtl {
             .await;
             drop(client);
             let _ = h.await;
-            r
+            Ok::<_, anyhow::Error>(r?)
         };
         tokio::time::timeout(Duration::from_secs(60), fut)
             .await
             .map_err(|_| anyhow!("timed out"))?
-            .map_err(|e| anyhow!("{e}"))
     }
 
     /// Remove the data directory so the node can be re-cloned.
