@@ -331,6 +331,8 @@ pub struct Node {
     log_path: PathBuf,
     config: Value,
     child: Option<Child>,
+    /// Extra environment of the agent (`PATRONI_*` overrides), set before start.
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -349,6 +351,7 @@ impl Node {
             name,
             config: Value::Null,
             child: None,
+            env: Vec::new(),
         };
         let mut cfg = node.default_config(settings, etcd_endpoint);
         for edit in &settings.edits {
@@ -424,6 +427,11 @@ impl Node {
         self.config = config;
     }
 
+    /// Give the agent the variable `key` = `value` from its next start on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Start `agent <config>` as `postgres`, output appended to [`Node::log_path`].
     /// `RUST_LOG` defaults to `info`. Panics if this node's agent is running.
     pub fn start(&mut self) {
@@ -450,6 +458,7 @@ impl Node {
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot dup log fd: {e}"));
         let mut cmd = command_as_postgres(bin, &self.dir);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg(&self.config_path)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())

@@ -217,25 +217,65 @@ pub fn render_hba(lines: &[String]) -> String {
     out
 }
 
-/// pg_hba lines when the configuration gives none: local trust, password
-/// (scram) for everything over TCP, replication for the replication user.
-pub fn default_hba(replication_user: &str) -> Vec<String> {
-    vec![
-        "local all all trust".to_string(),
-        format!("host replication {replication_user} 0.0.0.0/0 scram-sha-256"),
-        format!("host replication {replication_user} ::/0 scram-sha-256"),
+/// pg_hba lines when the configuration gives none: `peer` on the unix socket,
+/// password (scram) for everything over TCP, replication for the replication user.
+///
+/// The agent runs as the OS user that owns postgres and connects to it over the
+/// socket as the superuser: `peer` lets it in when the two names are the same
+/// (`postgres`, the usual case). A superuser with another name logs in over the
+/// socket with its password (`scram-sha-256`, a line of its own before `peer`).
+pub fn default_hba(superuser: &Credentials, replication_user: &str, os_user: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    if superuser.username != os_user {
+        lines.push(format!(
+            "local all {} scram-sha-256",
+            quote_hba(&superuser.username)
+        ));
+    }
+    let rep = quote_hba(replication_user);
+    lines.extend([
+        "local all all peer".to_string(),
+        format!("host replication {rep} 0.0.0.0/0 scram-sha-256"),
+        format!("host replication {rep} ::/0 scram-sha-256"),
         "host all all 0.0.0.0/0 scram-sha-256".to_string(),
         "host all all ::/0 scram-sha-256".to_string(),
+    ]);
+    lines
+}
+
+/// pg_hba during bootstrap, before any password exists: only the superuser, only
+/// locally (`peer` on the socket when it is our OS user, else trust for that one
+/// role; loopback TCP for a node without a socket directory).
+pub fn bootstrap_hba(superuser: &str, os_user: &str) -> Vec<String> {
+    let su = quote_hba(superuser);
+    let local = if superuser == os_user {
+        "peer"
+    } else {
+        "trust"
+    };
+    vec![
+        format!("local all {su} {local}"),
+        format!("host all {su} 127.0.0.1/32 trust"),
+        format!("host all {su} ::1/128 trust"),
     ]
 }
 
-/// pg_hba during bootstrap, before any password exists: local and loopback only.
-pub fn bootstrap_hba() -> Vec<String> {
-    vec![
-        "local all all trust".to_string(),
-        "host all all 127.0.0.1/32 trust".to_string(),
-        "host all all ::1/128 trust".to_string(),
-    ]
+/// A role name as a pg_hba field (double-quoted unless plain).
+fn quote_hba(name: &str) -> String {
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// The name of the OS user this process runs as (empty when unknown).
+pub fn os_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default()
 }
 
 /// Split `host1,host2:port` (Patroni's `listen`) into (`host1,host2`, port).
@@ -352,6 +392,31 @@ mod tests {
         assert_eq!(
             pgpass_text(&[&su, &rep, &rw, &dup]),
             "*:*:*:postgres:a\\:b\\\\c\n*:*:*:rewind:r\n"
+        );
+    }
+
+    #[test]
+    fn default_hba_is_peer_locally() {
+        let su = |name: &str| Credentials {
+            username: name.into(),
+            password: Some("pw".into()),
+            ..Default::default()
+        };
+        let lines = default_hba(&su("postgres"), "replicator", "postgres");
+        assert_eq!(lines[0], "local all all peer");
+        assert!(!lines.iter().any(|l| l.contains("trust")), "{lines:?}");
+        let lines = default_hba(&su("admin"), "replicator", "postgres");
+        assert_eq!(
+            lines[..2],
+            ["local all admin scram-sha-256", "local all all peer"]
+        );
+        assert_eq!(
+            bootstrap_hba("postgres", "postgres")[0],
+            "local all postgres peer"
+        );
+        assert_eq!(
+            bootstrap_hba("my admin", "postgres")[0],
+            "local all \"my admin\" trust"
         );
     }
 

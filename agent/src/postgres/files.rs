@@ -136,10 +136,13 @@ impl PgCtl {
     /// The pg_hba lines in effect (configured, or the defaults).
     pub fn hba_lines(&self) -> Vec<String> {
         let local = self.s.local.read().unwrap_or_else(|e| e.into_inner());
-        local
-            .pg_hba
-            .clone()
-            .unwrap_or_else(|| default_hba(&self.s.replication.username))
+        local.pg_hba.clone().unwrap_or_else(|| {
+            default_hba(
+                &self.s.superuser,
+                &self.s.replication.username,
+                &super::conf::os_user(),
+            )
+        })
     }
 
     /// Replica settings for streaming from `src` (or from nobody).

@@ -53,7 +53,11 @@ impl PgCtl {
             cmd.arg(a);
         }
         run_tool(cmd, "initdb", tool_timeouts::INITDB).await?;
-        self.write_config(dynamic, None, &bootstrap_hba())?;
+        self.write_config(
+            dynamic,
+            None,
+            &bootstrap_hba(&self.s.superuser.username, &conf::os_user()),
+        )?;
         self.spawn()?;
         self.wait_ready(dynamic, timeout).await?;
         let mut sql = String::new();
