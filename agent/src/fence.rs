@@ -33,7 +33,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -208,7 +208,7 @@ impl Drop for Fence {
 
 impl Watchdog {
     fn spawn(program: &PathBuf, args: &[OsString]) -> std::io::Result<Watchdog> {
-        let mut child = Command::new(program)
+        let mut child = crate::child_env::std_command(program)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -460,7 +460,7 @@ mod tests {
     fn stand_in_postgres(cwd: &std::path::Path) -> Child {
         let bin = cwd.join("postgres");
         std::fs::copy("/bin/sleep", &bin).expect("copy sleep");
-        let child = Command::new(&bin)
+        let child = std::process::Command::new(&bin)
             .arg("60")
             .current_dir(cwd)
             .spawn()

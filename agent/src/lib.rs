@@ -29,6 +29,7 @@
 //!   `/patroni`'s WAL position, the sampler); it never talks to postgres itself.
 //! - [`peers`]: asking other members for their status during a leader race.
 //! - [`fence`]: a watchdog process that stops the primary if the agent freezes and its lease runs out.
+//! - [`child_env`]: the scrubbed environment of every child process (no secrets inherited).
 //! - [`ctl`]: `agentctl`, the operator CLI (patronictl's verbs), over etcd and the members' REST APIs.
 //!
 //! The data flow of one cycle:
@@ -42,6 +43,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod child_env;
 pub mod config;
 pub mod ctl;
 pub mod dcs;

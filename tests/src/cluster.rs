@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 
 use crate::bins::{agent_binaries, pg_bin, require, PG_BIN_DIR};
 use crate::dirs::{make_shared_dir, sanitize_name, TestDir};
-use crate::etcd::{EtcdClient, EtcdFixture};
+use crate::etcd::{EtcdClient, EtcdFixture, EtcdServerTls};
 use crate::etcd_cluster::EtcdCluster;
 use crate::ports::free_port;
 use crate::proc::{
@@ -75,9 +75,26 @@ pub struct ClusterBuilder {
     settings: Settings,
     start_agents: bool,
     wait_timeout: Duration,
+    etcd_tls: Option<EtcdServerTls>,
+    etcd_root_password: Option<String>,
 }
 
 impl ClusterBuilder {
+    /// Run etcd ([`EtcdMode::Single`] only) with TLS on its client port (the node
+    /// configs are the caller's to point at it: `etcd3.protocol`, `cacert`, ...
+    /// through [`ClusterBuilder::configure`]).
+    pub fn etcd_tls(mut self, tls: EtcdServerTls) -> Self {
+        self.etcd_tls = Some(tls);
+        self
+    }
+
+    /// Turn on etcd authentication (user `root` with `password`, [`EtcdMode::Single`]
+    /// only) before the agents start.
+    pub fn etcd_auth(mut self, password: &str) -> Self {
+        self.etcd_root_password = Some(password.to_string());
+        self
+    }
+
     /// Number of nodes (`node0` .. `node<n-1>`).
     pub fn nodes(mut self, n: usize) -> Self {
         self.nodes = n;
@@ -160,8 +177,18 @@ impl ClusterBuilder {
 
         let dir = TestDir::new(&self.name);
         let etcd = match self.etcd {
-            EtcdMode::Single => Etcd::Single(EtcdFixture::start(&dir).await),
+            EtcdMode::Single => {
+                let mut etcd = EtcdFixture::start_with(dir.path(), self.etcd_tls).await;
+                if let Some(password) = &self.etcd_root_password {
+                    etcd.enable_auth(password);
+                }
+                Etcd::Single(etcd)
+            }
             EtcdMode::Three => {
+                assert!(
+                    self.etcd_tls.is_none() && self.etcd_root_password.is_none(),
+                    "etcd TLS and authentication are for EtcdMode::Single"
+                );
                 Etcd::Three(EtcdCluster::start(&dir.path().join("etcd-cluster"), 3).await)
             }
         };
@@ -234,6 +261,8 @@ impl ClusterFixture {
             },
             start_agents: true,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            etcd_tls: None,
+            etcd_root_password: None,
         }
     }
 
@@ -442,6 +471,8 @@ pub struct Node {
     log_path: PathBuf,
     config: Value,
     child: Option<Child>,
+    /// Extra environment of the agent (`PATRONI_*` overrides), set before start.
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -465,6 +496,7 @@ impl Node {
             name,
             config: Value::Null,
             child: None,
+            env: Vec::new(),
         };
         let mut cfg = node.default_config(settings, etcd_hosts);
         for edit in &settings.edits {
@@ -540,6 +572,11 @@ impl Node {
         self.config = config;
     }
 
+    /// Give the agent the variable `key` = `value` from its next start on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Start `agent <config>` as `postgres`, output appended to [`Node::log_path`].
     /// `RUST_LOG` defaults to `info`. Panics if this node's agent is running.
     pub fn start(&mut self) {
@@ -566,6 +603,7 @@ impl Node {
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot dup log fd: {e}"));
         let mut cmd = command_as_postgres(bin, &self.dir);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg(&self.config_path)
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())

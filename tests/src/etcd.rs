@@ -19,11 +19,21 @@ use crate::bins::require;
 use crate::dirs::TestDir;
 use crate::ports::free_port;
 use crate::proc::{kill_child, signal};
+use crate::tls::CertPair;
 
 /// How long etcd may take to become healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of one HTTP request to etcd.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// TLS for etcd's client port: its server certificate, and whether clients must
+/// present a certificate signed by `ca` (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct EtcdServerTls {
+    pub ca: PathBuf,
+    pub server: CertPair,
+    pub client_cert_auth: bool,
+}
 
 /// A running (or deliberately stopped) single-member etcd.
 #[derive(Debug)]
@@ -33,6 +43,11 @@ pub struct EtcdFixture {
     peer_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
+    /// With TLS, `client_port` speaks https (for the agents) and this plain-http
+    /// loopback port serves the harness's gateway reads.
+    tls: Option<(EtcdServerTls, u16)>,
+    /// etcd user and password once authentication is enabled ([`EtcdFixture::enable_auth`]).
+    auth: Option<(String, String)>,
 }
 
 impl EtcdFixture {
@@ -44,15 +59,46 @@ impl EtcdFixture {
 
     /// Like [`EtcdFixture::start`] for any directory (etcd runs as the current user).
     pub async fn start_in(dir: &Path) -> EtcdFixture {
+        Self::start_with(dir, None).await
+    }
+
+    /// Like [`EtcdFixture::start_in`], with TLS on the client port when `tls` is given.
+    pub async fn start_with(dir: &Path, tls: Option<EtcdServerTls>) -> EtcdFixture {
         let mut etcd = EtcdFixture {
             child: None,
             client_port: free_port(),
             peer_port: free_port(),
             data_dir: dir.join("etcd"),
             log_path: dir.join("etcd.log"),
+            tls: tls.map(|t| (t, free_port())),
+            auth: None,
         };
         etcd.spawn().await;
         etcd
+    }
+
+    /// Create user `root` with `password` and turn on etcd authentication; the
+    /// harness's own reads authenticate from then on.
+    pub fn enable_auth(&mut self, password: &str) {
+        let bin = require("etcdctl", "etcd-client");
+        let endpoint = self.url();
+        for args in [
+            vec!["user".to_string(), "add".into(), format!("root:{password}")],
+            vec!["auth".into(), "enable".into()],
+        ] {
+            let out = Command::new(&bin)
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={endpoint}"))
+                .args(&args)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run etcdctl: {e}"));
+            assert!(
+                out.status.success(),
+                "etcdctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.auth = Some(("root".into(), password.into()));
     }
 
     async fn spawn(&mut self) {
@@ -67,6 +113,7 @@ impl EtcdFixture {
             initial_cluster: &format!("etcd0={peer}"),
             state: "new",
             token: &format!("agent-tests-{}", self.client_port),
+            tls: self.tls.as_ref().map(|(t, gateway)| (t, *gateway)),
         }));
 
         let deadline = Instant::now() + START_TIMEOUT;
@@ -101,9 +148,19 @@ impl EtcdFixture {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// `http://127.0.0.1:<client port>`.
+    /// `http://127.0.0.1:<client port>` (with TLS: the plain-http loopback port the
+    /// harness reads through; the agents use [`EtcdFixture::endpoint`] over https).
     pub fn url(&self) -> String {
-        format!("http://{}", self.endpoint())
+        format!("http://{}", self.gateway_endpoint())
+    }
+
+    /// Where the harness's plain-http reads go: the client port, or with TLS the
+    /// extra plain-http loopback port.
+    fn gateway_endpoint(&self) -> String {
+        match &self.tls {
+            None => self.endpoint(),
+            Some((_, gateway)) => format!("127.0.0.1:{gateway}"),
+        }
     }
 
     pub fn client_port(&self) -> u16 {
@@ -156,12 +213,16 @@ impl EtcdFixture {
 
     /// True when `GET /health` answers `{"health":"true"}` within 2 s.
     pub async fn is_healthy(&self) -> bool {
-        is_healthy(&self.endpoint()).await
+        is_healthy(&self.gateway_endpoint()).await
     }
 
     /// A key client through this member's HTTP gateway.
     pub fn client(&self) -> EtcdClient {
-        EtcdClient::new(vec![self.endpoint()])
+        let client = EtcdClient::new(vec![self.gateway_endpoint()]);
+        match &self.auth {
+            Some((user, password)) => client.with_auth(user, password),
+            None => client,
+        }
     }
 }
 
@@ -183,6 +244,8 @@ pub(crate) struct Member<'a> {
     /// `new`, or `existing` for a restart.
     pub state: &'a str,
     pub token: &'a str,
+    /// TLS on the client port, and the extra plain-http loopback port for the harness.
+    pub tls: Option<(&'a EtcdServerTls, u16)>,
 }
 
 /// Start one etcd member on loopback, output appended to its log.
@@ -193,12 +256,28 @@ pub(crate) fn spawn_member(m: &Member) -> Child {
         .append(true)
         .open(m.log_path)
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", m.log_path.display()));
-    let client = format!("http://127.0.0.1:{}", m.client_port);
+    let client = match m.tls {
+        None => format!("http://127.0.0.1:{}", m.client_port),
+        Some(_) => format!("https://127.0.0.1:{}", m.client_port),
+    };
+    let listen = match m.tls {
+        None => client.clone(),
+        Some((_, gateway)) => format!("{client},http://127.0.0.1:{gateway}"),
+    };
     let peer = format!("http://127.0.0.1:{}", m.peer_port);
     let mut cmd = Command::new(&bin);
+    if let Some((tls, _)) = m.tls {
+        cmd.arg(format!("--cert-file={}", tls.server.cert.display()))
+            .arg(format!("--key-file={}", tls.server.key.display()));
+        // etcd asks for a client certificate whenever it has a trusted CA.
+        if tls.client_cert_auth {
+            cmd.arg("--client-cert-auth")
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()));
+        }
+    }
     cmd.arg(format!("--name={}", m.name))
         .arg(format!("--data-dir={}", m.data_dir.display()))
-        .arg(format!("--listen-client-urls={client}"))
+        .arg(format!("--listen-client-urls={listen}"))
         .arg(format!("--advertise-client-urls={client}"))
         .arg(format!("--listen-peer-urls={peer}"))
         .arg(format!("--initial-advertise-peer-urls={peer}"))
@@ -261,12 +340,44 @@ pub async fn is_healthy(endpoint: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct EtcdClient {
     endpoints: Vec<String>,
+    /// etcd user and password, when etcd authentication is on.
+    auth: Option<(String, String)>,
 }
 
 impl EtcdClient {
     /// Ask `endpoints` (`host:port`), in order, until one answers.
     pub fn new(endpoints: Vec<String>) -> EtcdClient {
-        EtcdClient { endpoints }
+        EtcdClient {
+            endpoints,
+            auth: None,
+        }
+    }
+
+    /// Authenticate as `user` (a token per request, through `/v3/auth/authenticate`).
+    pub fn with_auth(mut self, user: &str, password: &str) -> EtcdClient {
+        self.auth = Some((user.to_string(), password.to_string()));
+        self
+    }
+
+    /// A token for `endpoint` when authentication is on.
+    async fn token(&self, endpoint: &str) -> Result<Option<String>> {
+        let Some((user, password)) = &self.auth else {
+            return Ok(None);
+        };
+        let url = format!("http://{endpoint}/v3/auth/authenticate");
+        let v: Value = http_client()
+            .post(&url)
+            .json(&json!({"name": user, "password": password}))
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?
+            .json()
+            .await
+            .with_context(|| format!("POST {url}: body"))?;
+        let token = v["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("POST {url}: no token in {v}"))?;
+        Ok(Some(token.to_string()))
     }
 
     /// POST to `/v3/<path>` on the first endpoint that answers.
@@ -275,8 +386,11 @@ impl EtcdClient {
         for endpoint in &self.endpoints {
             let url = format!("http://{endpoint}/v3/{path}");
             let attempt = async {
-                let resp = http_client()
-                    .post(&url)
+                let mut req = http_client().post(&url);
+                if let Some(token) = self.token(endpoint).await? {
+                    req = req.header("Authorization", token);
+                }
+                let resp = req
                     .json(&body)
                     .send()
                     .await

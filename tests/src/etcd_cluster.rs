@@ -86,6 +86,7 @@ impl EtcdCluster {
             initial_cluster: &initial_cluster,
             state,
             token: &self.token,
+            tls: None,
         }));
         m.paused = false;
     }

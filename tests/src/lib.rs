@@ -26,6 +26,7 @@
 //! | [`logs`] | tails of log files for post-mortems |
 //! | [`proxy`] | [`TcpProxy`]: a loopback TCP proxy that can be cut or slowed, to partition one agent from etcd |
 //! | [`sampler`] | [`Sampler`]: asks every node every 100 ms whether it is a primary and can write, to catch two primaries at once |
+//! | [`tls`] | [`TestCa`]: a throw-away CA (openssl CLI) issuing server/client certificates for 127.0.0.1 |
 //! | [`writer`] | [`Writer`]: a load of unique ids through one port, every acknowledged commit recorded (hand-over windows, lost writes) |
 //! | [`ctl`] | [`Cli`]: runs `agentctl` or Patroni's `patronictl` with a deadline and stdin from `/dev/null`, capturing a [`CliRun`] |
 //! | [`haproxy`] | [`HaproxyFixture`]: a real HAProxy in front of a cluster, configured by `haproxy/haproxy-config.sh` |
@@ -75,6 +76,7 @@ pub mod postgres;
 pub mod proc;
 pub mod proxy;
 pub mod sampler;
+pub mod tls;
 pub mod wait;
 pub mod writer;
 
@@ -89,7 +91,7 @@ pub use ctl::{
     PATRONICTL_DEFAULT, PATRONICTL_INSTALL,
 };
 pub use dirs::TestDir;
-pub use etcd::{EtcdClient, EtcdFixture};
+pub use etcd::{EtcdClient, EtcdFixture, EtcdServerTls};
 pub use etcd_cluster::EtcdCluster;
 pub use haproxy::{generate_config, repo_root, stats_states, wait_up, HaproxyFixture, ServerState};
 pub use pg::Pg;
@@ -98,6 +100,7 @@ pub use postgres::PostgresFixture;
 pub use proc::{command_as_postgres, postgres_ids};
 pub use proxy::TcpProxy;
 pub use sampler::{NodeState, Round, Sampler};
+pub use tls::{CertPair, TestCa};
 pub use wait::{hold_for, holds_for, wait_for, wait_for_result};
 pub use writer::{Ack, Writer};
 

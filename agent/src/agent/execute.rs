@@ -205,7 +205,7 @@ impl Agent {
                     ));
                 }
                 let conn = self.pg.s.local_conn(&self.dynamic_params);
-                match self.probe.batch(&conn, &sql).await {
+                match self.probe.batch(&conn, &self.pg.s.superuser, &sql).await {
                     Ok(()) => {
                         tracing::info!(?create, ?drop, "replication slots synced");
                         Ok(true)

@@ -81,7 +81,7 @@ pub struct Agent {
     status_tx: watch::Sender<Arc<NodeStatus>>,
     /// Where the WAL sampler behind `GET /patroni` finds postgres (kept current
     /// by `publish`).
-    wal_conn: watch::Sender<Option<tokio_postgres::Config>>,
+    wal_conn: watch::Sender<Option<crate::postgres::LocalConn>>,
     wal: WalSampler,
     wake: Arc<Notify>,
     started: Instant,

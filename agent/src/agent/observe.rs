@@ -147,7 +147,7 @@ impl Agent {
                 .is_none_or(|t| !matches!(t.kind, LongKind::Bootstrap))
         {
             let conn = self.pg.s.local_conn(&self.dynamic_params);
-            match self.probe.probe(&conn).await {
+            match self.probe.probe(&conn, &self.pg.s.superuser).await {
                 Ok(p) => {
                     ha::memory::apply(
                         &mut self.memory,

@@ -95,7 +95,10 @@ impl Agent {
             }
         }
         self.status_tx.send_replace(Arc::new(status));
-        let conn = self.pg.s.local_conn(&self.dynamic_params);
+        let conn = (
+            self.pg.s.local_conn(&self.dynamic_params),
+            self.pg.s.superuser.clone(),
+        );
         self.wal_conn.send_if_modified(|c| {
             let changed = c.as_ref() != Some(&conn);
             *c = Some(conn);

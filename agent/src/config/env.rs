@@ -296,7 +296,9 @@ pub fn ctl_overrides(
             root.insert(key.into(), Value::String(v));
         }
     }
-    for param in ["host", "url", "protocol", "username", "password"] {
+    for param in [
+        "host", "url", "protocol", "username", "password", "cacert", "cert", "key",
+    ] {
         if let Some(v) = var(env, &format!("etcd3_{param}")) {
             section_mut(root, "etcd3").insert(param.to_string(), Value::String(v));
         }
@@ -560,8 +562,44 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.starts_with("node1.yml: etcd3.protocol: https is not supported"),
+            e.starts_with("node1.yml: etcd3.cacert: required with https"),
             "{e}"
+        );
+        // The TLS files come from the environment too.
+        let (cfg, warnings) = load_str(
+            GOOD,
+            "node1.yml",
+            &env(&[
+                ("PATRONI_ETCD3_PROTOCOL", "https"),
+                ("PATRONI_ETCD3_CACERT", "/etc/etcd/ca.crt"),
+                ("PATRONI_ETCD3_CERT", "/etc/etcd/client.crt"),
+                ("PATRONI_ETCD3_KEY", "/etc/etcd/client.key"),
+            ]),
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.etcd3.endpoints()[0], "https://127.0.0.1:2379");
+        let tls = cfg.etcd3.tls().unwrap().unwrap();
+        assert_eq!(tls.cacert, std::path::PathBuf::from("/etc/etcd/ca.crt"));
+        assert_eq!(
+            tls.identity,
+            Some(("/etc/etcd/client.crt".into(), "/etc/etcd/client.key".into()))
+        );
+        // agentctl reads the same variables.
+        let mut root = serde_json::Map::new();
+        super::ctl_overrides(
+            &mut root,
+            &env(&[
+                ("PATRONI_ETCD3_PROTOCOL", "https"),
+                ("PATRONI_ETCD3_CACERT", "/ca.crt"),
+                ("PATRONI_ETCD3_CERT", "/c.crt"),
+                ("PATRONI_ETCD3_KEY", "/c.key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::Value::Object(root)["etcd3"],
+            serde_json::json!({"protocol": "https", "cacert": "/ca.crt", "cert": "/c.crt", "key": "/c.key"})
         );
     }
 

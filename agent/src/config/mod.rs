@@ -87,13 +87,23 @@ pub struct RestApiConfig {
     pub authentication: Option<BasicAuth>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 pub struct BasicAuth {
     pub username: String,
     pub password: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// The password never shows in logs or error messages.
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct Etcd3Config {
     /// A single `host[:port]`.
     #[serde(default)]
@@ -107,16 +117,119 @@ pub struct Etcd3Config {
     /// One endpoint as a URL (`http://host:port`). Wins over `hosts` and `host`.
     #[serde(default)]
     pub url: Option<String>,
-    /// `http` (default) or `https` (not supported yet).
+    /// `http` (default) or `https` (TLS; needs `cacert`).
     #[serde(default)]
     pub protocol: Option<String>,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
     pub password: Option<String>,
+    /// PEM file of the CA that signed etcd's server certificate (https only).
+    #[serde(default)]
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate presented to etcd (with `key`), for `--client-cert-auth`.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`, unencrypted.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// Patroni's password for an encrypted `key`: not supported, a startup error.
+    #[serde(default)]
+    pub key_password: Option<String>,
+}
+
+/// The password never shows in logs or error messages.
+impl std::fmt::Debug for Etcd3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd3Config")
+            .field("host", &self.host)
+            .field("hosts", &self.hosts)
+            .field("port", &self.port)
+            .field("url", &self.url)
+            .field("protocol", &self.protocol)
+            .field("username", &self.username)
+            .field("password", &redacted(&self.password))
+            .field("cacert", &self.cacert)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("key_password", &redacted(&self.key_password))
+            .finish()
+    }
+}
+
+/// `Some("<redacted>")` for a set secret, for `Debug` output.
+pub(crate) fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
+/// The TLS settings of the etcd connection, checked ([`Etcd3Config::tls`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdTls {
+    pub cacert: PathBuf,
+    /// Client certificate and key, when etcd wants one.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Etcd3Config {
+    /// Whether the connection is TLS (`protocol: https` or an `https://` url), and its
+    /// settings. Fails closed: a TLS key set on a plain-http connection, https without
+    /// a CA, half a client identity, or `key_password` is an error `(key, message)`.
+    pub fn tls(&self) -> Result<Option<EtcdTls>, (&'static str, String)> {
+        let endpoints = self.endpoints();
+        let https = endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        if https > 0 && https < endpoints.len() {
+            return Err((
+                "etcd3.hosts",
+                "mixes http:// and https:// endpoints; use one protocol".into(),
+            ));
+        }
+        if self.key_password.is_some() {
+            return Err((
+                "etcd3.key_password",
+                "not supported: give an unencrypted key in etcd3.key \
+                 (e.g. `openssl pkey -in enc.key -out etcd.key`, mode 0600)"
+                    .into(),
+            ));
+        }
+        let set = |p: &Option<PathBuf>| p.as_ref().filter(|p| !p.as_os_str().is_empty()).cloned();
+        let (cacert, cert, key) = (set(&self.cacert), set(&self.cert), set(&self.key));
+        if https == 0 {
+            for (name, v) in [
+                ("etcd3.cacert", &cacert),
+                ("etcd3.cert", &cert),
+                ("etcd3.key", &key),
+            ] {
+                if v.is_some() {
+                    return Err((
+                        name,
+                        "is set but etcd is reached over plain http: set etcd3.protocol: https \
+                         (or https:// endpoints), or remove the key"
+                            .into(),
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+        let Some(cacert) = cacert else {
+            return Err((
+                "etcd3.cacert",
+                "required with https: the CA file that signed etcd's certificate \
+                 (the agent always verifies the server)"
+                    .into(),
+            ));
+        };
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => return Err(("etcd3.key", "required with etcd3.cert".into())),
+            (None, Some(_)) => return Err(("etcd3.cert", "required with etcd3.key".into())),
+        };
+        Ok(Some(EtcdTls { cacert, identity }))
+    }
+
     /// All configured endpoints as `http://host:port` URLs. Same precedence as
     /// Patroni: `url`, else `hosts`, else `host`; a missing port is `port` or 2379.
     pub fn endpoints(&self) -> Vec<String> {
@@ -267,11 +380,149 @@ pub struct Authentication {
     pub rewind: Option<Credentials>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// One postgres user and how to reach a server as it (Patroni's
+/// `postgresql.authentication.<user>`): libpq's TLS and authentication options,
+/// used in `primary_conninfo`, pg_basebackup, pg_rewind and the agent's own
+/// connections. The password goes through a passfile ([`Config::pgpass`]), never
+/// into `postgresql.conf` or a command line.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct Credentials {
     pub username: String,
     #[serde(default)]
     pub password: Option<String>,
+    /// `disable|allow|prefer|require|verify-ca|verify-full` (libpq; `prefer` when unset).
+    #[serde(default)]
+    pub sslmode: Option<String>,
+    #[serde(default)]
+    pub sslcert: Option<String>,
+    #[serde(default)]
+    pub sslkey: Option<String>,
+    #[serde(default)]
+    pub sslrootcert: Option<String>,
+    #[serde(default)]
+    pub sslcrl: Option<String>,
+    #[serde(default)]
+    pub sslcrldir: Option<String>,
+    /// `disable|prefer|require`.
+    #[serde(default)]
+    pub channel_binding: Option<String>,
+    /// `disable|prefer|require`.
+    #[serde(default)]
+    pub gssencmode: Option<String>,
+    /// Not supported (it would have to be written into `primary_conninfo` and
+    /// command lines): a startup error.
+    #[serde(default)]
+    pub sslpassword: Option<String>,
+    /// Not supported by PostgreSQL 15's libpq: a startup error.
+    #[serde(default)]
+    pub sslnegotiation: Option<String>,
+}
+
+/// The passwords never show in logs or error messages.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Credentials");
+        d.field("username", &self.username)
+            .field("password", &redacted(&self.password));
+        for (k, v) in self.libpq_options() {
+            d.field(k, &v);
+        }
+        d.field("sslpassword", &redacted(&self.sslpassword))
+            .finish()
+    }
+}
+
+/// Patroni's and libpq's names of the options in [`Credentials::libpq_options`].
+pub const LIBPQ_OPTIONS: &[&str] = &[
+    "sslmode",
+    "sslcert",
+    "sslkey",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "channel_binding",
+    "gssencmode",
+];
+
+impl Credentials {
+    /// The libpq connection options that are set, as `(keyword, value)` (no secrets).
+    pub fn libpq_options(&self) -> Vec<(&'static str, &str)> {
+        let values = [
+            &self.sslmode,
+            &self.sslcert,
+            &self.sslkey,
+            &self.sslrootcert,
+            &self.sslcrl,
+            &self.sslcrldir,
+            &self.channel_binding,
+            &self.gssencmode,
+        ];
+        LIBPQ_OPTIONS
+            .iter()
+            .zip(values)
+            .filter_map(|(k, v)| v.as_deref().filter(|v| !v.is_empty()).map(|v| (*k, v)))
+            .collect()
+    }
+
+    /// `(key, message)` for an option that is wrong or that we do not implement.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let one_of = |key: &'static str, v: &Option<String>, allowed: &[&str]| match v.as_deref() {
+            Some(x) if !allowed.contains(&x) => Err((
+                key,
+                format!("expected one of {}, got `{x}`", allowed.join(", ")),
+            )),
+            _ => Ok(()),
+        };
+        one_of(
+            "sslmode",
+            &self.sslmode,
+            &[
+                "disable",
+                "allow",
+                "prefer",
+                "require",
+                "verify-ca",
+                "verify-full",
+            ],
+        )?;
+        one_of(
+            "channel_binding",
+            &self.channel_binding,
+            &["disable", "prefer", "require"],
+        )?;
+        one_of(
+            "gssencmode",
+            &self.gssencmode,
+            &["disable", "prefer", "require"],
+        )?;
+        if self.sslpassword.is_some() {
+            return Err((
+                "sslpassword",
+                "not supported: it would have to be written into primary_conninfo and command \
+                 lines; give an unencrypted sslkey (mode 0600, owned by the postgres user)"
+                    .into(),
+            ));
+        }
+        if self.sslnegotiation.is_some() {
+            return Err((
+                "sslnegotiation",
+                "not supported (PostgreSQL 17 libpq); remove it".into(),
+            ));
+        }
+        if self
+            .sslmode
+            .as_deref()
+            .is_some_and(|m| m.starts_with("verify"))
+            && self.sslrootcert.as_deref().is_none_or(str::is_empty)
+        {
+            return Err((
+                "sslrootcert",
+                "required with sslmode verify-ca or verify-full (the CA that signed the server's certificate)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Member tags (Patroni's `tags` section). Unknown tags are kept and published.
@@ -356,6 +607,30 @@ impl Config {
     /// The etcd key prefix of this cluster: `/<namespace>/<scope>/`.
     pub fn cluster_prefix(&self) -> String {
         cluster_prefix(&self.namespace, &self.scope)
+    }
+
+    /// The passfile the agent writes for libpq (`postgresql.pgpass`, else `~/pgpass`
+    /// as Patroni: `$HOME`, else the home directory of the user we run as).
+    pub fn pgpass(&self) -> PathBuf {
+        if let Some(p) = self
+            .postgresql
+            .pgpass
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            return p.clone();
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.dir)
+            })
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        home.join("pgpass")
     }
 
     /// Whether pg_rewind may be used: local setting wins over the dynamic one.

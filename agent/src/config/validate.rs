@@ -111,21 +111,16 @@ pub(super) fn validate(
 
     // etcd.
     match cfg.etcd3.protocol.as_deref() {
-        None | Some("http") => {}
-        Some("https") => {
-            return Err(err(
-                "etcd3.protocol",
-                "https is not supported yet (this build talks to etcd over plain http)".into(),
-            ))
-        }
+        None | Some("http") | Some("https") => {}
         Some(other) => {
             return Err(err(
                 "etcd3.protocol",
-                format!("expected http, got `{other}`"),
+                format!("expected http or https, got `{other}`"),
             ))
         }
     }
     check_etcd_endpoints(cfg, file)?;
+    cfg.etcd3.tls().map_err(|(key, m)| err(key, m))?;
 
     // postgres.
     let pg = &cfg.postgresql;
@@ -166,6 +161,9 @@ pub(super) fn validate(
                 &format!("postgresql.authentication.{user}.username"),
                 "must not be empty".into(),
             ));
+        }
+        if let Some(Err((key, m))) = creds.map(|c| c.check()) {
+            return Err(err(&format!("postgresql.authentication.{user}.{key}"), m));
         }
     }
 
@@ -252,12 +250,12 @@ fn check_etcd_endpoints(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     for item in items {
         let item = item.trim();
         let hostport = match item.split_once("://") {
-            Some(("http", rest)) => rest.split('/').next().unwrap_or(""),
+            Some(("http" | "https", rest)) => rest.split('/').next().unwrap_or(""),
             Some((scheme, _)) => {
                 return Err(ConfigError::invalid(
                     file,
                     key,
-                    format!("unsupported scheme `{scheme}` in `{item}` (expected http)"),
+                    format!("unsupported scheme `{scheme}` in `{item}` (expected http or https)"),
                 ))
             }
             None => item,
@@ -300,6 +298,105 @@ mod tests {
                 "removing {key}"
             );
         }
+    }
+
+    #[test]
+    fn etcd_tls_keys_fail_closed() {
+        let etcd = |v: serde_json::Value| err(&edit("etcd3", Some(v)));
+        let cases = [
+            (
+                serde_json::json!({"hosts": "h:2379", "cacert": "/ca.crt"}),
+                "etcd3.cacert: is set but etcd is reached over plain http",
+            ),
+            (
+                serde_json::json!({"hosts": "h:2379", "protocol": "https"}),
+                "etcd3.cacert: required with https",
+            ),
+            (
+                serde_json::json!({"url": "https://h:2379", "cacert": "/ca", "cert": "/c"}),
+                "etcd3.key: required with etcd3.cert",
+            ),
+            (
+                serde_json::json!({"hosts": "h:2379", "protocol": "https", "cacert": "/ca", "key_password": "x"}),
+                "etcd3.key_password: not supported",
+            ),
+            (
+                serde_json::json!({"hosts": ["https://a:2379", "http://b:2379"], "cacert": "/ca"}),
+                "etcd3.hosts: mixes http:// and https://",
+            ),
+            (
+                serde_json::json!({"hosts": "h:2379", "protocol": "ftp"}),
+                "etcd3.protocol: expected http or https",
+            ),
+        ];
+        for (v, want) in cases {
+            let e = etcd(v.clone());
+            assert!(e.starts_with(&format!("node1.yml: {want}")), "{v}: {e}");
+        }
+        let text = edit(
+            "etcd3",
+            Some(serde_json::json!({"hosts": "h:2379", "protocol": "https", "cacert": "/ca"})),
+        );
+        let (cfg, warnings) = load(&text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.etcd3.endpoints(), vec!["https://h:2379"]);
+    }
+
+    #[test]
+    fn postgres_link_options_are_checked() {
+        let e = err(&edit(
+            "postgresql.authentication.replication.sslmode",
+            Some("verify-full".into()),
+        ));
+        assert!(
+            e.starts_with("node1.yml: postgresql.authentication.replication.sslrootcert: required"),
+            "{e}"
+        );
+        let e = err(&edit(
+            "postgresql.authentication.superuser.sslmode",
+            Some("maybe".into()),
+        ));
+        assert!(
+            e.starts_with(
+                "node1.yml: postgresql.authentication.superuser.sslmode: expected one of"
+            ),
+            "{e}"
+        );
+        let e = err(&edit(
+            "postgresql.authentication.superuser.sslpassword",
+            Some("pw".into()),
+        ));
+        assert!(
+            e.starts_with(
+                "node1.yml: postgresql.authentication.superuser.sslpassword: not supported"
+            ),
+            "{e}"
+        );
+        let text = edit(
+            "postgresql.authentication.replication",
+            Some(serde_json::json!({
+                "username": "rep", "password": "pw", "sslmode": "verify-ca",
+                "sslrootcert": "/ca.crt", "channel_binding": "require", "gssencmode": "disable",
+            })),
+        );
+        let (cfg, warnings) = load(&text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let rep = &cfg.postgresql.authentication.replication;
+        assert_eq!(
+            rep.libpq_options(),
+            vec![
+                ("sslmode", "verify-ca"),
+                ("sslrootcert", "/ca.crt"),
+                ("channel_binding", "require"),
+                ("gssencmode", "disable")
+            ]
+        );
+        // Debug output never shows a password.
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("rep-pass") && !shown.contains("\"pw\""),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -55,10 +55,6 @@ const UNSUPPORTED: &[&str] = &[
     "etcd3.proxy",
     "etcd3.srv",
     "etcd3.srv_suffix",
-    "etcd3.cacert",
-    "etcd3.cert",
-    "etcd3.key",
-    "etcd3.key_password",
     "bootstrap.method",
     "bootstrap.users",
     "postgresql.bin_name",
@@ -71,16 +67,6 @@ const UNSUPPORTED: &[&str] = &[
     "postgresql.pre_promote",
     "postgresql.before_stop",
     "postgresql.database",
-    "postgresql.authentication.*.sslmode",
-    "postgresql.authentication.*.sslcert",
-    "postgresql.authentication.*.sslkey",
-    "postgresql.authentication.*.sslpassword",
-    "postgresql.authentication.*.sslrootcert",
-    "postgresql.authentication.*.sslcrl",
-    "postgresql.authentication.*.sslcrldir",
-    "postgresql.authentication.*.gssencmode",
-    "postgresql.authentication.*.channel_binding",
-    "postgresql.authentication.*.sslnegotiation",
 ];
 
 /// Dynamic (`bootstrap.dcs`) keys of Patroni's that this agent does not implement.

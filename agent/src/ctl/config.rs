@@ -154,11 +154,14 @@ impl CtlConfig {
         } else {
             host.to_string()
         };
+        // The endpoint changes; how to reach it (protocol, TLS files, user) does not.
+        let old = std::mem::take(&mut self.etcd3);
         self.etcd3 = Etcd3Config {
             host: Some(format!("{host}:{}", port.unwrap_or(2379))),
-            username: self.etcd3.username.take(),
-            password: self.etcd3.password.take(),
-            ..Default::default()
+            hosts: None,
+            url: None,
+            port: None,
+            ..old
         };
         let path = path.trim();
         if !path.is_empty() && path != "/" {

@@ -88,14 +88,23 @@ pub type CtlResult<T> = Result<T, CtlError>;
 /// Parse the process arguments, run the verb, and turn the outcome into an exit code.
 pub fn main() -> ExitCode {
     // `agentctl list | head` should end quietly, as other Unix tools do, not
-    // report a write error. SAFETY: restoring the default disposition of a
-    // signal before any thread is started.
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        );
-    }
+    // report a write error. Not by restoring SIGPIPE's default: tokio writes to
+    // sockets with writev, which raises SIGPIPE too, so etcd closing a TLS
+    // connection (a refused client certificate) would kill agentctl without a
+    // word. SIGPIPE stays ignored and a closed stdout ends the process here.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = match <Cli as clap::Parser>::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -6,14 +6,15 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use tokio::sync::Notify;
 
 use super::model::{keys, Cluster, History, MemberData, RawKv, Status};
-use crate::config::Etcd3Config;
+use crate::config::{Etcd3Config, EtcdTls};
 use crate::dcs::model::LeaseRenewal;
 use crate::fence::clock_now;
 
@@ -30,12 +31,51 @@ pub enum DcsError {
 type Result<T> = std::result::Result<T, DcsError>;
 
 fn classify(e: etcd_client::Error) -> DcsError {
-    let s = e.to_string();
+    let s = describe(&e, false);
     if s.contains("lease not found") {
         DcsError::LeaseLost
     } else {
         DcsError::Unavailable(s)
     }
+}
+
+/// The error with its causes (tonic's "transport error" alone does not say that the
+/// certificate was refused), and a hint at the TLS keys when the handshake failed.
+fn describe(e: &etcd_client::Error, tls: bool) -> String {
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    let lower = s.to_ascii_lowercase();
+    // Only a TLS connection can fail over a certificate.
+    if lower.contains("certificate")
+        || (tls && (lower.contains("tls") || lower.contains("handshake")))
+    {
+        s.push_str(" (TLS to etcd failed: check etcd3.cacert, etcd3.cert and etcd3.key)");
+    }
+    s
+}
+
+/// rustls settings from the checked TLS keys; a file that cannot be read is an
+/// error naming the key.
+fn tls_options(tls: &EtcdTls) -> anyhow::Result<TlsOptions> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("{key}: cannot read {}", path.display()))
+    };
+    let ca = read("etcd3.cacert", &tls.cacert)?;
+    let mut opts = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((cert, key)) = &tls.identity {
+        let cert = read("etcd3.cert", cert)?;
+        let key = read("etcd3.key", key)?;
+        opts = opts.identity(Identity::from_pem(cert, key));
+    }
+    Ok(opts)
 }
 
 /// A connection to etcd for one cluster (`/<namespace>/<scope>/`) and one member.
@@ -68,7 +108,15 @@ impl Etcd {
         if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
             opts = opts.with_user(u.clone(), p.clone());
         }
-        let client = Client::connect(endpoints, Some(opts)).await?;
+        let tls = cfg
+            .tls()
+            .map_err(|(key, m)| anyhow::anyhow!("{key}: {m}"))?;
+        if let Some(tls) = &tls {
+            opts = opts.with_tls(tls_options(tls)?);
+        }
+        let client = Client::connect(endpoints, Some(opts))
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e, tls.is_some())))?;
         Ok(Etcd {
             client,
             prefix: prefix.to_string(),

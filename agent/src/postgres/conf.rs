@@ -5,8 +5,11 @@
 //! Rule: pure functions from settings to text; writing them is the caller's job.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::Value;
+
+use crate::config::Credentials;
 
 /// Settings the agent always controls (the user cannot turn them off).
 pub const MANAGED: &[&str] = &[
@@ -71,30 +74,72 @@ pub fn quote_libpq(v: &str) -> String {
     }
 }
 
-/// `primary_conninfo` for streaming from `host:port` as `user`.
+/// A libpq connection string to `host:port` as `creds.username`, with the user's
+/// TLS and authentication options (Patroni's defaults `sslmode`, `gssencmode`,
+/// `channel_binding` = `prefer` when unset) and `passfile` instead of a password.
+/// No secret ever appears in it: it goes into `postgresql.conf` and command lines.
+pub fn conninfo(host: &str, port: u16, creds: &Credentials, passfile: Option<&Path>) -> String {
+    let mut parts = vec![
+        format!("user={}", quote_libpq(&creds.username)),
+        format!("host={}", quote_libpq(host)),
+        format!("port={port}"),
+    ];
+    if let Some(p) = passfile {
+        parts.push(format!(
+            "passfile={}",
+            quote_libpq(&p.display().to_string())
+        ));
+    }
+    let options = creds.libpq_options();
+    for (k, v) in &options {
+        parts.push(format!("{k}={}", quote_libpq(v)));
+    }
+    for k in ["sslmode", "gssencmode", "channel_binding"] {
+        if !options.iter().any(|(o, _)| *o == k) {
+            parts.push(format!("{k}=prefer"));
+        }
+    }
+    parts.join(" ")
+}
+
+/// `primary_conninfo` for streaming from `host:port` as the replication user.
 pub fn primary_conninfo(
     host: &str,
     port: u16,
-    user: &str,
-    password: Option<&str>,
+    creds: &Credentials,
+    passfile: Option<&Path>,
     app_name: &str,
 ) -> String {
-    let mut parts = vec![
-        format!("user={}", quote_libpq(user)),
-        format!("host={}", quote_libpq(host)),
-        format!("port={port}"),
+    let mut s = conninfo(host, port, creds, passfile);
+    for p in [
         format!("application_name={}", quote_libpq(app_name)),
-        "sslmode=prefer".to_string(),
         "connect_timeout=2".to_string(),
         "keepalives=1".to_string(),
         "keepalives_idle=5".to_string(),
         "keepalives_interval=2".to_string(),
         "keepalives_count=3".to_string(),
-    ];
-    if let Some(p) = password {
-        parts.insert(1, format!("password={}", quote_libpq(p)));
+    ] {
+        s.push(' ');
+        s.push_str(&p);
     }
-    parts.join(" ")
+    s
+}
+
+/// The passfile's text: one line per user with a password, for any host, port and
+/// database (libpq takes the first line whose user matches). `:` and `\` escaped.
+pub fn pgpass_text(users: &[&Credentials]) -> String {
+    let esc = |v: &str| v.replace('\\', "\\\\").replace(':', "\\:");
+    let mut out = String::new();
+    let mut seen = Vec::new();
+    for c in users {
+        let Some(pw) = &c.password else { continue };
+        if seen.contains(&c.username.as_str()) {
+            continue;
+        }
+        seen.push(c.username.as_str());
+        out.push_str(&format!("*:*:*:{}:{}\n", esc(&c.username), esc(pw)));
+    }
+    out
 }
 
 /// What `postgresql.conf` should say for this start.
@@ -172,25 +217,65 @@ pub fn render_hba(lines: &[String]) -> String {
     out
 }
 
-/// pg_hba lines when the configuration gives none: local trust, password
-/// (scram) for everything over TCP, replication for the replication user.
-pub fn default_hba(replication_user: &str) -> Vec<String> {
-    vec![
-        "local all all trust".to_string(),
-        format!("host replication {replication_user} 0.0.0.0/0 scram-sha-256"),
-        format!("host replication {replication_user} ::/0 scram-sha-256"),
+/// pg_hba lines when the configuration gives none: `peer` on the unix socket,
+/// password (scram) for everything over TCP, replication for the replication user.
+///
+/// The agent runs as the OS user that owns postgres and connects to it over the
+/// socket as the superuser: `peer` lets it in when the two names are the same
+/// (`postgres`, the usual case). A superuser with another name logs in over the
+/// socket with its password (`scram-sha-256`, a line of its own before `peer`).
+pub fn default_hba(superuser: &Credentials, replication_user: &str, os_user: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    if superuser.username != os_user {
+        lines.push(format!(
+            "local all {} scram-sha-256",
+            quote_hba(&superuser.username)
+        ));
+    }
+    let rep = quote_hba(replication_user);
+    lines.extend([
+        "local all all peer".to_string(),
+        format!("host replication {rep} 0.0.0.0/0 scram-sha-256"),
+        format!("host replication {rep} ::/0 scram-sha-256"),
         "host all all 0.0.0.0/0 scram-sha-256".to_string(),
         "host all all ::/0 scram-sha-256".to_string(),
+    ]);
+    lines
+}
+
+/// pg_hba during bootstrap, before any password exists: only the superuser, only
+/// locally (`peer` on the socket when it is our OS user, else trust for that one
+/// role; loopback TCP for a node without a socket directory).
+pub fn bootstrap_hba(superuser: &str, os_user: &str) -> Vec<String> {
+    let su = quote_hba(superuser);
+    let local = if superuser == os_user {
+        "peer"
+    } else {
+        "trust"
+    };
+    vec![
+        format!("local all {su} {local}"),
+        format!("host all {su} 127.0.0.1/32 trust"),
+        format!("host all {su} ::1/128 trust"),
     ]
 }
 
-/// pg_hba during bootstrap, before any password exists: local and loopback only.
-pub fn bootstrap_hba() -> Vec<String> {
-    vec![
-        "local all all trust".to_string(),
-        "host all all 127.0.0.1/32 trust".to_string(),
-        "host all all ::1/128 trust".to_string(),
-    ]
+/// A role name as a pg_hba field (double-quoted unless plain).
+fn quote_hba(name: &str) -> String {
+    if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// The name of the OS user this process runs as (empty when unknown).
+pub fn os_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default()
 }
 
 /// Split `host1,host2:port` (Patroni's `listen`) into (`host1,host2`, port).
@@ -257,15 +342,82 @@ mod tests {
         assert!(text.contains("wal_level = 'replica'"));
         assert!(!text.contains("primary_conninfo"));
         input.standby = Some(StandbyConf {
-            primary_conninfo: primary_conninfo("10.0.0.1", 5432, "rep", Some("it's"), "node2"),
+            primary_conninfo: primary_conninfo(
+                "10.0.0.1",
+                5432,
+                &Credentials {
+                    username: "rep".into(),
+                    password: Some("secret-pw".into()),
+                    sslmode: Some("verify-full".into()),
+                    sslrootcert: Some("/etc/pg/root ca.crt".into()),
+                    ..Default::default()
+                },
+                Some(Path::new("/home/postgres/pgpass")),
+                "node2",
+            ),
             primary_slot_name: Some("node2".into()),
         });
         let text = render_postgresql_conf(&input);
         assert!(text.contains("primary_slot_name = 'node2'"));
         assert!(text.contains("recovery_target_timeline = 'latest'"));
         assert!(text.contains("application_name=node2"));
-        // the password's quote survives both quoting layers
-        assert!(text.contains(r"password=''it\\''s''"), "{text}");
+        // never the password: a passfile, and the user's TLS options
+        assert!(!text.contains("secret-pw"), "{text}");
+        assert!(text.contains("passfile=/home/postgres/pgpass"), "{text}");
+        assert!(text.contains("sslmode=verify-full"), "{text}");
+        // a quote or space survives both quoting layers
+        assert!(
+            text.contains(r"sslrootcert=''/etc/pg/root ca.crt''"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gssencmode=prefer channel_binding=prefer"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn pgpass_lines_escape_and_skip() {
+        let user = |u: &str, p: Option<&str>| Credentials {
+            username: u.into(),
+            password: p.map(String::from),
+            ..Default::default()
+        };
+        let (su, rep, rw, dup) = (
+            user("postgres", Some("a:b\\c")),
+            user("rep", None),
+            user("rewind", Some("r")),
+            user("postgres", Some("other")),
+        );
+        assert_eq!(
+            pgpass_text(&[&su, &rep, &rw, &dup]),
+            "*:*:*:postgres:a\\:b\\\\c\n*:*:*:rewind:r\n"
+        );
+    }
+
+    #[test]
+    fn default_hba_is_peer_locally() {
+        let su = |name: &str| Credentials {
+            username: name.into(),
+            password: Some("pw".into()),
+            ..Default::default()
+        };
+        let lines = default_hba(&su("postgres"), "replicator", "postgres");
+        assert_eq!(lines[0], "local all all peer");
+        assert!(!lines.iter().any(|l| l.contains("trust")), "{lines:?}");
+        let lines = default_hba(&su("admin"), "replicator", "postgres");
+        assert_eq!(
+            lines[..2],
+            ["local all admin scram-sha-256", "local all all peer"]
+        );
+        assert_eq!(
+            bootstrap_hba("postgres", "postgres")[0],
+            "local all postgres peer"
+        );
+        assert_eq!(
+            bootstrap_hba("my admin", "postgres")[0],
+            "local all \"my admin\" trust"
+        );
     }
 
     #[test]

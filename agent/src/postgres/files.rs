@@ -51,6 +51,9 @@ impl PgCtl {
                     .context("keep initdb's postgresql.conf as postgresql.base.conf")?;
             }
         }
+        if standby.is_some() {
+            self.s.ensure_pgpass()?;
+        }
         let parameters = self.s.merged_parameters(dynamic);
         *self.written.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((standby.clone(), parameters.clone()));
@@ -133,10 +136,13 @@ impl PgCtl {
     /// The pg_hba lines in effect (configured, or the defaults).
     pub fn hba_lines(&self) -> Vec<String> {
         let local = self.s.local.read().unwrap_or_else(|e| e.into_inner());
-        local
-            .pg_hba
-            .clone()
-            .unwrap_or_else(|| default_hba(&self.s.replication.username))
+        local.pg_hba.clone().unwrap_or_else(|| {
+            default_hba(
+                &self.s.superuser,
+                &self.s.replication.username,
+                &super::conf::os_user(),
+            )
+        })
     }
 
     /// Replica settings for streaming from `src` (or from nobody).
@@ -146,8 +152,13 @@ impl PgCtl {
                 primary_conninfo: primary_conninfo(
                     &src.host,
                     src.port,
-                    &self.s.replication.username,
-                    self.s.replication.password.as_deref(),
+                    &self.s.replication,
+                    // written by write_config before postgres reads it
+                    self.s
+                        .replication
+                        .password
+                        .as_ref()
+                        .map(|_| self.s.pgpass.as_path()),
                     &self.s.name,
                 ),
                 primary_slot_name: use_slots

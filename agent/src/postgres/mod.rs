@@ -22,6 +22,7 @@ mod files;
 mod probe;
 mod process;
 mod sampler;
+mod tls;
 mod tools;
 mod types;
 
@@ -40,12 +41,14 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{watch, Notify};
 
 pub use conf::{
-    bootstrap_hba, default_hba, param_value, parse_history_file, primary_conninfo, quote_conf,
-    render_hba, render_postgresql_conf, split_listen, ConfInput, StandbyConf,
+    bootstrap_hba, conninfo, default_hba, param_value, parse_history_file, pgpass_text,
+    primary_conninfo, quote_conf, render_hba, render_postgresql_conf, split_listen, ConfInput,
+    StandbyConf,
 };
 pub use controldata::ControlState;
 pub use probe::{Probe, ProbeResult, ReplicationInfo};
-pub use sampler::{PgWalSource, WalSample, WalSampler, WalSource};
+pub use sampler::{LocalConn, PgWalSource, WalSample, WalSampler, WalSource};
+pub use tls::connect;
 pub use types::{DataDir, Source, StopMode, Walsender};
 
 use crate::config::{Config, Credentials};
@@ -82,6 +85,8 @@ pub struct PgSettings {
     pub superuser: Credentials,
     pub replication: Credentials,
     pub rewind: Option<Credentials>,
+    /// The passfile with the users' passwords, for libpq (`postgresql.pgpass`).
+    pub pgpass: PathBuf,
     /// The parts of the local configuration a reload may change.
     pub local: Arc<std::sync::RwLock<LocalPg>>,
     pub initdb_args: Vec<String>,
@@ -110,6 +115,7 @@ impl PgSettings {
             superuser: pg.authentication.superuser.clone(),
             replication: pg.authentication.replication.clone(),
             rewind: pg.authentication.rewind.clone(),
+            pgpass: cfg.pgpass(),
             local: Arc::new(std::sync::RwLock::new(LocalPg::from_config(cfg))),
             initdb_args: cfg
                 .bootstrap
@@ -128,6 +134,54 @@ impl PgSettings {
 
     pub fn bin(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
+    }
+
+    /// Write the passfile (mode 0600, atomically, only when its text changes) and
+    /// return its path, or `None` when no user has a password.
+    pub fn ensure_pgpass(&self) -> Result<Option<&Path>> {
+        let mut users = vec![&self.replication, &self.superuser];
+        users.extend(self.rewind.as_ref());
+        let text = conf::pgpass_text(&users);
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let path = &self.pgpass;
+        if std::fs::read_to_string(path).ok().as_deref() == Some(text.as_str()) {
+            return Ok(Some(path));
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("postgresql.pgpass: create {}", dir.display()))?;
+        }
+        if path.exists() && !path.is_file() {
+            bail!(
+                "postgresql.pgpass: {} exists and is not a file",
+                path.display()
+            );
+        }
+        let tmp = path.with_extension("tmp-agent");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("postgresql.pgpass: create {}", tmp.display()))?;
+            f.write_all(text.as_bytes())
+                .with_context(|| format!("postgresql.pgpass: write {}", tmp.display()))?;
+        }
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("postgresql.pgpass: rename to {}", path.display()))?;
+        Ok(Some(path))
+    }
+
+    /// A conninfo to `src` as `creds`, with the passfile, for the tools.
+    pub fn tool_conninfo(&self, src: &Source, creds: &Credentials) -> Result<String> {
+        let passfile = self.ensure_pgpass()?;
+        Ok(conf::conninfo(&src.host, src.port, creds, passfile))
     }
 
     /// Parameters in effect: defaults < dynamic `postgresql.parameters` < local ones.

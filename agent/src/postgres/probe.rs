@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use serde::Serialize;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+use crate::config::Credentials;
 
 /// One row of `pg_stat_replication`, as the probe reads it and `/patroni` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -103,26 +105,32 @@ impl Probe {
         self.client = None;
     }
 
-    async fn client(&mut self, conn: &tokio_postgres::Config) -> Result<&Client> {
+    async fn client(
+        &mut self,
+        conn: &tokio_postgres::Config,
+        creds: &Credentials,
+    ) -> Result<&Client> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
         }
         if self.client.is_none() {
-            let (client, connection) = tokio::time::timeout(self.timeout, conn.connect(NoTls))
-                .await
-                .map_err(|_| anyhow!("connect timed out"))??;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            let (client, _connection) =
+                tokio::time::timeout(self.timeout, super::tls::connect(conn, creds))
+                    .await
+                    .map_err(|_| anyhow!("connect timed out"))??;
             self.client = Some(client);
         }
         self.client.as_ref().ok_or_else(|| anyhow!("no connection"))
     }
 
     /// Run the probe; on any failure the connection is dropped and an error returned.
-    pub async fn probe(&mut self, conn: &tokio_postgres::Config) -> Result<ProbeResult> {
+    pub async fn probe(
+        &mut self,
+        conn: &tokio_postgres::Config,
+        creds: &Credentials,
+    ) -> Result<ProbeResult> {
         let timeout = self.timeout;
-        let r = tokio::time::timeout(timeout, self.probe_inner(conn)).await;
+        let r = tokio::time::timeout(timeout, self.probe_inner(conn, creds)).await;
         match r {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(e)) => {
@@ -136,8 +144,12 @@ impl Probe {
         }
     }
 
-    async fn probe_inner(&mut self, conn: &tokio_postgres::Config) -> Result<ProbeResult> {
-        let client = self.client(conn).await?;
+    async fn probe_inner(
+        &mut self,
+        conn: &tokio_postgres::Config,
+        creds: &Credentials,
+    ) -> Result<ProbeResult> {
+        let client = self.client(conn, creds).await?;
         let row = client.query_one(STATUS_SQL, &[]).await?;
         let lsn =
             |i: usize| -> Option<u64> { row.get::<_, Option<i64>>(i).map(|v| v.max(0) as u64) };
@@ -198,9 +210,14 @@ impl Probe {
     }
 
     /// Run statements on the probe connection (slot management, promote).
-    pub async fn batch(&mut self, conn: &tokio_postgres::Config, sql: &str) -> Result<()> {
+    pub async fn batch(
+        &mut self,
+        conn: &tokio_postgres::Config,
+        creds: &Credentials,
+        sql: &str,
+    ) -> Result<()> {
         let timeout = self.timeout.max(Duration::from_secs(5));
-        let client = self.client(conn).await?;
+        let client = self.client(conn, creds).await?;
         match tokio::time::timeout(timeout, client.batch_execute(sql)).await {
             Ok(r) => r.map_err(|e| anyhow!("{e}")),
             Err(_) => {

@@ -88,7 +88,7 @@ impl PgCtl {
         if self.is_running() {
             bail!("postgres is already running");
         }
-        let mut cmd = tokio::process::Command::new(self.s.bin("postgres"));
+        let mut cmd = crate::child_env::command(self.s.bin("postgres"));
         cmd.arg("-D")
             .arg(self.data())
             .arg(format!(
@@ -162,11 +162,13 @@ impl PgCtl {
             if let Some(status) = exited {
                 bail!("postgres exited during start-up ({status})");
             }
-            match tokio::time::timeout(Duration::from_secs(2), conn.connect(tokio_postgres::NoTls))
-                .await
+            match tokio::time::timeout(
+                Duration::from_secs(2),
+                super::tls::connect(&conn, &self.s.superuser),
+            )
+            .await
             {
-                Ok(Ok((client, connection))) => {
-                    let h = tokio::spawn(connection);
+                Ok(Ok((client, h))) => {
                     let ok = client.simple_query("SELECT 1").await.is_ok();
                     drop(client);
                     h.abort();
@@ -262,17 +264,15 @@ impl PgCtl {
     ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>> {
         let conn = self.s.local_conn(dynamic);
         let fut = async {
-            let (client, connection) = conn.connect(tokio_postgres::NoTls).await?;
-            let h = tokio::spawn(connection);
+            let (client, h) = super::tls::connect(&conn, &self.s.superuser).await?;
             let r = client.simple_query(sql).await;
             drop(client);
             let _ = h.await;
-            r
+            Ok::<_, anyhow::Error>(r?)
         };
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| anyhow!("query timed out after {timeout:?}"))?
-            .map_err(|e| anyhow!("{e}"))
     }
 }
 

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+use crate::config::Credentials;
 
 /// How long a request waits for a sample before it answers without one.
 pub const WAIT: Duration = Duration::from_millis(700);
@@ -117,7 +119,7 @@ impl WalSampler {
 
     /// The sampler of the local postgres, reached as `conn` says (the agent
     /// keeps it current); requests wait at most `WAIT` (700 ms).
-    pub fn postgres(conn: watch::Receiver<Option<tokio_postgres::Config>>) -> WalSampler {
+    pub fn postgres(conn: watch::Receiver<Option<LocalConn>>) -> WalSampler {
         WalSampler::start(PgWalSource::new(conn), WAIT)
     }
 
@@ -192,16 +194,19 @@ const WAL_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(),
   pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_last_wal_replay_lsn(), '0/0')::bigint,
   CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_is_wal_replay_paused() ELSE false END";
 
+/// How the agent reaches its postgres: where, and as whom (with TLS settings).
+pub type LocalConn = (tokio_postgres::Config, Credentials);
+
 /// The local postgres as a [`WalSource`]: one connection kept open, made again
 /// after an error or when the agent says postgres is reached differently.
 pub struct PgWalSource {
     /// Where postgres listens, as the agent last said (`None`: do not ask).
-    conn: watch::Receiver<Option<tokio_postgres::Config>>,
-    client: Option<(tokio_postgres::Config, Client)>,
+    conn: watch::Receiver<Option<LocalConn>>,
+    client: Option<(LocalConn, Client)>,
 }
 
 impl PgWalSource {
-    pub fn new(conn: watch::Receiver<Option<tokio_postgres::Config>>) -> PgWalSource {
+    pub fn new(conn: watch::Receiver<Option<LocalConn>>) -> PgWalSource {
         PgWalSource { conn, client: None }
     }
 
@@ -215,13 +220,11 @@ impl PgWalSource {
             self.client = None;
         }
         if self.client.is_none() {
-            let (client, connection) = tokio::time::timeout(PG_TIMEOUT, conn.connect(NoTls))
-                .await
-                .ok()?
-                .ok()?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            let (client, _connection) =
+                tokio::time::timeout(PG_TIMEOUT, super::tls::connect(&conn.0, &conn.1))
+                    .await
+                    .ok()?
+                    .ok()?;
             self.client = Some((conn, client));
         }
         let (_, client) = self.client.as_ref()?;

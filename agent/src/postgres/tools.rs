@@ -10,7 +10,7 @@ impl PgCtl {
     pub async fn controldata(&self) -> Result<ControlState> {
         let out = tokio::time::timeout(
             Duration::from_secs(10),
-            tokio::process::Command::new(self.s.bin("pg_controldata"))
+            crate::child_env::command(self.s.bin("pg_controldata"))
                 .arg(self.data())
                 .env("LC_ALL", "C")
                 .env("LANG", "C")
@@ -42,7 +42,7 @@ impl PgCtl {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("create {}", parent.display()))?;
         }
-        let mut cmd = tokio::process::Command::new(self.s.bin("initdb"));
+        let mut cmd = crate::child_env::command(self.s.bin("initdb"));
         cmd.arg("-D")
             .arg(d)
             .arg(format!("--username={}", self.s.superuser.username));
@@ -53,7 +53,11 @@ impl PgCtl {
             cmd.arg(a);
         }
         run_tool(cmd, "initdb", tool_timeouts::INITDB).await?;
-        self.write_config(dynamic, None, &bootstrap_hba())?;
+        self.write_config(
+            dynamic,
+            None,
+            &bootstrap_hba(&self.s.superuser.username, &conf::os_user()),
+        )?;
         self.spawn()?;
         self.wait_ready(dynamic, timeout).await?;
         let mut sql = String::new();
@@ -109,13 +113,13 @@ impl PgCtl {
                     .unwrap_or("127.0.0.1"),
                 self.s.port
             );
-            let mut cmd = tokio::process::Command::new("/bin/sh");
+            let mut cmd = crate::child_env::command("/bin/sh");
             cmd.arg("-c")
                 .arg(format!("{script} \"$1\""))
                 .arg("post_bootstrap")
                 .arg(url);
-            if let Some(pw) = &su.password {
-                cmd.env("PGPASSWORD", pw);
+            if let Some(passfile) = self.s.ensure_pgpass()? {
+                cmd.env("PGPASSFILE", passfile);
             }
             run_tool(cmd, "post_bootstrap script", tool_timeouts::SCRIPT).await?;
         }
@@ -135,23 +139,19 @@ impl PgCtl {
         if d.exists() {
             remove_dir_blocking(d.to_path_buf()).await?;
         }
-        let mut cmd = tokio::process::Command::new(self.s.bin("pg_basebackup"));
+        // The connection as a conninfo (with the replication user's TLS options and
+        // the passfile): no password on the command line or in the environment.
+        let conninfo = self.s.tool_conninfo(src, &self.s.replication)?;
+        let mut cmd = crate::child_env::command(self.s.bin("pg_basebackup"));
         cmd.arg("-D")
             .arg(d)
             .args(["-X", "stream", "-c", "fast", "--no-password"])
-            .arg("-h")
-            .arg(&src.host)
-            .arg("-p")
-            .arg(src.port.to_string())
-            .arg("-U")
-            .arg(&self.s.replication.username)
+            .arg("-d")
+            .arg(conninfo)
             .env("PGAPPNAME", format!("{}-clone", self.s.name))
             .env("PGCONNECT_TIMEOUT", "5");
         for a in &self.s.basebackup_args {
             cmd.arg(a);
-        }
-        if let Some(pw) = &self.s.replication.password {
-            cmd.env("PGPASSWORD", pw);
         }
         let r = run_tool(cmd, "pg_basebackup", tool_timeouts::BASEBACKUP).await;
         if r.is_err() && d.exists() {
@@ -164,10 +164,8 @@ impl PgCtl {
     pub async fn rewind(&self, src: &Source) -> Result<()> {
         let creds = self.s.rewind.as_ref().unwrap_or(&self.s.superuser);
         let conninfo = format!(
-            "host={} port={} user={} dbname=postgres connect_timeout=5",
-            conf::quote_libpq(&src.host),
-            src.port,
-            conf::quote_libpq(&creds.username)
+            "{} dbname=postgres connect_timeout=5",
+            self.s.tool_conninfo(src, creds)?
         );
         // pg_rewind reads the source's timeline from its pg_control, which a freshly
         // promoted primary updates only with its first checkpoint. Until then
@@ -187,13 +185,9 @@ impl PgCtl {
         }
         let _ = std::fs::remove_file(self.data().join("recovery.signal"));
         // pg_rewind copies the source's configuration files; ours are rewritten before start.
-        let mut cmd = tokio::process::Command::new(self.s.bin("pg_rewind"));
+        let mut cmd = crate::child_env::command(self.s.bin("pg_rewind"));
         cmd.arg(format!("--target-pgdata={}", self.data().display()))
             .arg(format!("--source-server={conninfo}"));
-        if let Some(pw) = &creds.password {
-            // in the environment, not on the command line where `ps` shows it
-            cmd.env("PGPASSWORD", pw);
-        }
         let out = match run_tool(cmd, "pg_rewind", tool_timeouts::REWIND).await {
             Ok(out) => out,
             Err(e) => {
@@ -237,8 +231,7 @@ impl PgCtl {
             c.password(p.as_bytes());
         }
         let fut = async {
-            let (client, connection) = c.connect(tokio_postgres::NoTls).await?;
-            let h = tokio::spawn(connection);
+            let (client, h) = super::tls::connect(&c, &self.s.superuser).await?;
             let r = async {
                 let row = client
                     .query_one(
@@ -274,12 +267,11 @@ impl PgCtl {
             .await;
             drop(client);
             let _ = h.await;
-            r
+            Ok::<_, anyhow::Error>(r?)
         };
         tokio::time::timeout(Duration::from_secs(60), fut)
             .await
             .map_err(|_| anyhow!("timed out"))?
-            .map_err(|e| anyhow!("{e}"))
     }
 
     /// Remove the data directory so the node can be re-cloned.
@@ -337,7 +329,7 @@ async fn run_tool(
         .stderr(Stdio::piped())
         .env("LC_MESSAGES", "C")
         .kill_on_drop(true);
-    // program and arguments only: the environment carries passwords
+    // program and arguments only (they carry no secret: passwords go through the passfile)
     let std = cmd.as_std();
     let args: Vec<String> = std
         .get_args()
