@@ -18,6 +18,7 @@
 //! - [`api`]: the REST API (axum), answering from the snapshot only.
 //! - [`peers`]: asking other members for their status during a leader race.
 //! - [`fence`]: a watchdog process that stops the primary if the agent freezes and its lease runs out.
+//! - [`tls`]: rustls configurations: the REST API's server side, HTTPS to members' APIs.
 //! - [`ctl`]: `agentctl`, the operator CLI (patronictl's verbs), over etcd and the members' REST APIs.
 //!
 //! The data flow of one cycle:
@@ -37,6 +38,7 @@ pub mod ha;
 pub mod peers;
 pub mod postgres;
 pub mod status;
+pub mod tls;
 
 #[cfg(test)]
 mod hostile;

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::api::{self, ApiState, Control, RequestMsg, ScheduledRestart};
+use crate::api::{self, Access, ApiState, Control, Policy, RequestMsg, ScheduledRestart};
 use crate::config::{Config, DynamicConfig};
 use crate::dcs::etcd::Etcd;
 use crate::dcs::model::{Cluster, History, HistoryEntry, MemberData, Status};
@@ -35,6 +35,8 @@ use crate::ha::{
 };
 use crate::postgres::{PgCtl, PgSettings, Probe, ProbeResult, ProcState};
 use crate::status::{NodeStatus, Role, Xlog, VERSION};
+use crate::tls::client::ClientSettings;
+use crate::tls::server::{ServerSettings, ServerTls};
 
 mod execute;
 mod observe;
@@ -103,6 +105,13 @@ pub struct Agent {
     scheduled_restart: Arc<std::sync::Mutex<Option<ScheduledRestart>>>,
     /// Run the next cycle no later than this (a scheduled switchover).
     next_wakeup: Option<Instant>,
+    /// The REST API's TLS configuration (HTTPS when set), reloaded with the file.
+    api_tls: Option<Arc<ServerTls>>,
+    /// Who may call the REST API's unsafe methods, reloaded with the file.
+    access: Arc<Access>,
+    /// Warnings about the local configuration shown in `/patroni` (an API open
+    /// to the network, allowlist entries that do not resolve).
+    security_warnings: Vec<String>,
 }
 
 fn unix_now() -> i64 {
@@ -124,6 +133,19 @@ impl Agent {
     /// Build the agent; nothing is started yet.
     pub async fn new(cfg: Config) -> Result<Agent> {
         let wake = Arc::new(Notify::new());
+        // TLS and access first: a certificate we cannot use stops the start
+        // before anything else is touched (fail closed).
+        let api_tls = match ServerSettings::from_config(&cfg.restapi) {
+            Some(s) => Some(Arc::new(ServerTls::new(s)?)),
+            None => None,
+        };
+        let (policy, mut security_warnings) = Policy::from_config(&cfg.restapi);
+        for w in &security_warnings {
+            tracing::warn!("{w}");
+        }
+        security_warnings.extend(crate::config::open_api_warning(&cfg.restapi));
+        let access = Arc::new(Access::new(policy));
+        let client_tls = client_settings(&cfg)?;
         let pg_settings = PgSettings::from_config(&cfg)?;
         let pg = Arc::new(PgCtl::new(pg_settings, wake.clone()));
         let etcd = Etcd::connect(&cfg.etcd3, &cfg.cluster_prefix(), &cfg.name).await?;
@@ -134,7 +156,8 @@ impl Agent {
         let dynamic_params = dynamic.postgresql.parameters.clone();
         let (status_tx, _) = watch::channel(Arc::new(NodeStatus::initial(&cfg.scope, &cfg.name)));
         let (requests_tx, requests_rx) = mpsc::channel(1);
-        let http = reqwest::Client::builder()
+        let http = client_tls
+            .http_client_builder()?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(3))
             .build()?;
@@ -167,6 +190,9 @@ impl Agent {
             pending: None,
             scheduled_restart: Arc::default(),
             next_wakeup: None,
+            api_tls,
+            access,
+            security_warnings,
         })
     }
 
@@ -253,10 +279,17 @@ impl Agent {
             scheduled_restart: self.scheduled_restart.clone(),
             wake: self.wake.clone(),
             http: self.http.clone(),
-            auth: self.cfg.restapi.authentication.clone(),
         });
-        let router = api::router(ApiState::new(self.status()).with_control(control));
-        let api_task = tokio::spawn(api::serve(listener, router, async move {
+        let router = api::router(
+            ApiState::new(self.status())
+                .with_control(control)
+                .with_access(self.access.clone()),
+        );
+        let options = api::ServeOptions {
+            tls: self.api_tls.clone(),
+            limits: api::Limits::for_fd_limit(api::raise_fd_limit()),
+        };
+        let api_task = tokio::spawn(api::serve(listener, router, options, async move {
             let _ = api_stop_rx.await;
         }));
         let watch_task = self.etcd.spawn_watch(self.wake.clone());
@@ -381,6 +414,17 @@ impl Agent {
         self.publish(&obs, &decision).await;
         exit
     }
+}
+
+/// How the agent reaches its peers' REST APIs: Patroni's agent verifies no
+/// server certificate unless it presents one of its own (`ctl.certfile`).
+fn client_settings(cfg: &Config) -> Result<ClientSettings> {
+    let restapi = serde_json::to_value(&cfg.restapi)?;
+    Ok(ClientSettings::from_tree(
+        cfg.ctl.as_ref(),
+        Some(&restapi),
+        Some(true),
+    )?)
 }
 
 /// The HA decision's view of the local configuration.

@@ -73,7 +73,12 @@ impl Agent {
                 self.cfg.postgresql.connect_address
             )),
             api_url: Some(format!(
-                "http://{}/patroni",
+                "{}://{}/patroni",
+                if self.api_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
                 self.cfg.restapi.connect_address
             )),
             state: Some(state.to_string()),
@@ -190,7 +195,12 @@ impl Agent {
             scheduled_restart,
             local_conn: Some(self.pg.s.local_conn(&self.dynamic_params)),
             pending_restart_reason: data.pending_restart_reason.clone(),
-            config_warnings: self.config_notes.iter().map(|n| n.to_string()).collect(),
+            config_warnings: self
+                .security_warnings
+                .iter()
+                .cloned()
+                .chain(self.config_notes.iter().map(|n| n.to_string()))
+                .collect(),
         };
         self.status_tx.send_replace(Arc::new(status));
         self.update_fence(obs);

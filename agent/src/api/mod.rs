@@ -23,10 +23,12 @@
 //! read and write etcd (with timeouts) and hand requests to the HA loop
 //! (`control.rs`); they never touch postgres. `GET /patroni` is the other
 //! exception: it reads the WAL position live, bounded by a timeout (see
-//! `routes/node.rs`). `auth.rs` guards the control routes with Basic auth;
-//! `error.rs` is the one error type every handler answers with.
+//! `routes/node.rs`), so it has a small concurrency budget of its own.
+//! `auth.rs` guards the unsafe methods (allowlist, client certificates, Basic
+//! auth; `allowlist.rs` has the networks); `server.rs` serves the router over
+//! HTTP or TLS with connection, request and time limits; `error.rs` is the one
+//! error type every handler answers with.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -35,21 +37,30 @@ use axum::http::Uri;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::watch;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::status::NodeStatus;
 
+pub mod allowlist;
 mod auth;
 mod control;
 mod error;
 mod routes;
+mod server;
 #[cfg(test)]
 mod tests;
+
+pub use auth::{Access, ConnInfo, Policy};
+pub use server::{raise_fd_limit, serve, Limits, ServeOptions};
 
 pub use control::{Control, RequestMsg, ScheduledRestart};
 pub use error::ApiError;
 pub use routes::cluster::cluster_as_json;
 pub use routes::health::parse_lag;
 use routes::{cluster, config, health, metrics, node, reinit_reload, restart, switchover};
+
+/// GET `/patroni` requests served at once (each may open a postgres connection).
+const PATRONI_CONCURRENCY: usize = 4;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -58,6 +69,8 @@ pub struct ApiState {
     pub status: watch::Receiver<Arc<NodeStatus>>,
     /// etcd and the HA loop, for the control routes (absent: they answer 503).
     pub control: Option<Arc<Control>>,
+    /// Who may call the unsafe methods.
+    pub access: Arc<Access>,
 }
 
 impl ApiState {
@@ -65,7 +78,13 @@ impl ApiState {
         ApiState {
             status,
             control: None,
+            access: Arc::default(),
         }
+    }
+
+    pub fn with_access(mut self, access: Arc<Access>) -> ApiState {
+        self.access = access;
+        self
     }
 
     pub fn with_control(mut self, control: Arc<Control>) -> ApiState {
@@ -88,7 +107,13 @@ pub fn router(state: ApiState) -> Router {
     }
     r.route("/liveness", health::liveness_route())
         .route("/readiness", health::readiness_route())
-        .route("/patroni", get(node::get_patroni))
+        // /patroni asks postgres: a flood must not use up its connections.
+        .route(
+            "/patroni",
+            get(node::get_patroni).layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::new(
+                tokio::sync::Semaphore::new(PATRONI_CONCURRENCY),
+            ))),
+        )
         .route("/cluster", get(cluster::get_cluster))
         .route("/history", get(cluster::get_history))
         .route(
@@ -117,18 +142,6 @@ pub fn router(state: ApiState) -> Router {
             auth::auth_layer,
         ))
         .with_state(state)
-}
-
-/// Serve `router` on `listener` until `shutdown` resolves, then finish the
-/// requests in flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -765,9 +765,14 @@ async fn serve_answers_on_a_socket_and_stops_on_shutdown() {
     let addr = listener.local_addr().expect("addr");
     let (_tx, rx) = watch::channel(Arc::new(primary()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, router(ApiState::new(rx)), async move {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(serve(
+        listener,
+        router(ApiState::new(rx)),
+        crate::api::ServeOptions::default(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
     conn.write_all(b"OPTIONS /primary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -307,6 +307,23 @@ pub fn ctl_overrides(
             section_mut(section_mut(root, section), "authentication").extend(auth);
         }
     }
+    if let Some(v) = var(env, "restapi_cafile") {
+        section_mut(root, "restapi").insert("cafile".into(), Value::String(v));
+    }
+    for param in CTL_PARAMS {
+        let Some(v) = var(env, &format!("ctl_{param}")) else {
+            continue;
+        };
+        let value =
+            if *param == "insecure" {
+                Value::Bool(parse_bool(&v).ok_or_else(|| {
+                    format!("PATRONI_CTL_INSECURE: expected a boolean, got {v:?}")
+                })?)
+            } else {
+                Value::String(v)
+            };
+        section_mut(root, "ctl").insert(param.to_string(), value);
+    }
     if let Some(v) = var(env, "etcd3_hosts") {
         let hosts = parse_host_list(&v)
             .ok_or_else(|| format!("PATRONI_ETCD3_HOSTS: cannot parse {v:?} as a list"))?;
