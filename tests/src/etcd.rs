@@ -243,6 +243,24 @@ impl EtcdFixture {
         kvs(&v)
     }
 
+    /// The seconds left on the lease `key` is bound to (`None`: no such key, or
+    /// not bound to a lease).
+    pub async fn try_lease_ttl(&self, key: &str) -> Result<Option<i64>> {
+        let v = self
+            .gateway("kv/range", json!({ "key": b64(key.as_bytes()) }))
+            .await?;
+        let Some(lease) = v["kvs"][0]["lease"].as_str().filter(|l| *l != "0") else {
+            return Ok(None);
+        };
+        let t = self
+            .gateway("lease/timetolive", json!({ "ID": lease }))
+            .await?;
+        Ok(t["TTL"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| t["TTL"].as_i64()))
+    }
+
     /// [`EtcdFixture::try_get`], panicking when etcd cannot be asked.
     pub async fn get(&self, key: &str) -> Option<String> {
         self.try_get(key)

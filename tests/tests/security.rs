@@ -190,3 +190,160 @@ async fn https_api_client_certificates_allowlist_and_reload() {
         200
     );
 }
+
+/// Raise this process's open-file limit to the hard limit (1,000 held
+/// connections need more than the usual 1,024 descriptors).
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("setrlimit");
+    }
+    hard
+}
+
+/// 1,000 idle connections and a flood of `GET /patroni` for 10 s against the
+/// leader's API: health checks keep answering, the leader lease keeps being
+/// renewed, and postgres keeps accepting the agent. Prints the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_a_flood_do_not_stop_the_leader() {
+    const IDLE: usize = 1000;
+    const FLOODERS: usize = 16;
+    const FLOOD: Duration = Duration::from_secs(10);
+    let nofile = raise_fd_limit();
+    assert!(
+        nofile as usize > IDLE + 200,
+        "open-file hard limit {nofile} too low for the test"
+    );
+    let cluster = ClusterFixture::builder("api_flood").nodes(1).start().await;
+    let p = wait_primary(&cluster).await;
+    let node = cluster.node(p);
+    let leader_key = format!("{}leader", cluster.prefix());
+    let ttl = 6i64; // the builder's default
+    let loop_wait = 1i64;
+    let leader = cluster.etcd().get(&leader_key).await.expect("leader key");
+    let port = node.rest_port();
+
+    // 1. The idle clients: connected, never sending a byte.
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("idle connection"),
+        );
+    }
+
+    let deadline = tokio::time::Instant::now() + FLOOD;
+    // 2. The flood: keep-alive clients asking GET /patroni as fast as answered.
+    let mut flood = Vec::new();
+    for _ in 0..FLOODERS {
+        flood.push(tokio::spawn(async move {
+            let client = tls::http_builder()
+                .timeout(Duration::from_secs(10))
+                .no_proxy()
+                .build()
+                .unwrap();
+            let (mut ok, mut not_running, mut failed) = (0u64, 0u64, 0u64);
+            while tokio::time::Instant::now() < deadline {
+                match client
+                    .get(format!("http://127.0.0.1:{port}/patroni"))
+                    .send()
+                    .await
+                {
+                    Ok(r) => match r.json::<Value>().await {
+                        Ok(v) if v["state"] == "running" => ok += 1,
+                        Ok(_) => not_running += 1,
+                        Err(_) => failed += 1,
+                    },
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, not_running, failed)
+        }));
+    }
+    // 3. Health checks on new connections, and the lease, sampled meanwhile.
+    let (mut checks, mut check_failures) = (0u32, Vec::new());
+    let (mut min_ttl, mut danger) = (i64::MAX, 0u32);
+    let mut leader_changes = 0u32;
+    let mut pg_refusals = 0u32;
+    while tokio::time::Instant::now() < deadline {
+        let fresh = tls::http_builder()
+            .timeout(Duration::from_secs(5))
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        checks += 1;
+        match fresh
+            .get(format!("http://127.0.0.1:{port}/primary"))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => {}
+            other => check_failures.push(format!("{other:?}")),
+        }
+        if let Ok(Some(t)) = cluster.etcd().try_lease_ttl(&leader_key).await {
+            min_ttl = min_ttl.min(t);
+            // More than two loop_waits since the last renewal.
+            if t < ttl - 2 * loop_wait - 1 {
+                danger += 1;
+            }
+        }
+        if cluster.etcd().get(&leader_key).await.as_deref() != Some(leader.as_str()) {
+            leader_changes += 1;
+        }
+        if sql(node, "SELECT 1").await.is_err() {
+            pg_refusals += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (mut ok, mut not_running, mut failed) = (0, 0, 0);
+    for f in flood {
+        let (a, b, c) = f.await.expect("flooder");
+        ok += a;
+        not_running += b;
+        failed += c;
+    }
+    let mut still_open = 0;
+    for s in &idle {
+        let mut buf = [0u8; 1];
+        match s.try_read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => still_open += 1,
+            _ => {}
+        }
+    }
+    let status = rest_json(node, "/patroni")
+        .await
+        .expect("GET /patroni after the flood");
+    println!(
+        "LOAD TEST: {IDLE} idle connections held (still open after {FLOOD:?}: {still_open}); \
+         {FLOODERS} clients flooding GET /patroni: {ok} answered 'running' ({:.0}/s), {not_running} other state, {failed} failed; \
+         health checks GET /primary on new connections: {checks} sent, {} failed; \
+         leader lease: lowest remaining TTL {min_ttl} s of {ttl} s, renewals missed (TTL < ttl - 2 x loop_wait - 1): {danger}; \
+         leader changes: {leader_changes}; test's own postgres connections refused: {pg_refusals}",
+        ok as f64 / FLOOD.as_secs_f64(),
+        check_failures.len(),
+    );
+    drop(idle);
+    assert!(
+        check_failures.is_empty(),
+        "health checks failed: {check_failures:?}"
+    );
+    assert_eq!(
+        danger, 0,
+        "the leader lease was not renewed in time (lowest TTL {min_ttl})"
+    );
+    assert_eq!(leader_changes, 0);
+    assert_eq!(
+        pg_refusals, 0,
+        "postgres refused connections during the flood"
+    );
+    assert!(ok > 0, "no GET /patroni was answered");
+    assert_eq!(
+        not_running, 0,
+        "GET /patroni saw postgres not answering the agent"
+    );
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["role"], "primary", "{status}");
+}
