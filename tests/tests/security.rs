@@ -347,3 +347,80 @@ async fn idle_connections_and_a_flood_do_not_stop_the_leader() {
     assert_eq!(status["state"], "running", "{status}");
     assert_eq!(status["role"], "primary", "{status}");
 }
+
+/// Patroni's own patronictl against an HTTPS cluster (ctl.cacert + client
+/// certificate, `verify_client: optional`), and HAProxy health-checking the
+/// REST APIs with `check-ssl verify required ca-file`: :5000 follows the
+/// primary through a switchover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patronictl_and_haproxy_over_https() {
+    let certs_dir = TestDir::new("https-cluster-certs");
+    let certs = TestCerts::create(certs_dir.path());
+    let cluster = ClusterFixture::builder("https_cluster")
+        .nodes(2)
+        .configure(https_config(&certs, "optional"))
+        .start()
+        .await;
+    let p = wait_primary(&cluster).await;
+    wait_streaming_replicas(&cluster, p, 1).await;
+    let c = 1 - p;
+    let (leader, cand) = (
+        cluster.node(p).name().to_string(),
+        cluster.node(c).name().to_string(),
+    );
+    let ca = certs.ca.display().to_string();
+    let haproxy =
+        HaproxyFixture::start_with(&cluster, &["--check-ssl", "required", "--ca-file", &ca]);
+    let config = std::fs::read_to_string(haproxy.config_path()).unwrap();
+    assert!(
+        config.contains("check-ssl verify required ca-file"),
+        "{config}"
+    );
+    haproxy
+        .wait_up("primary", &[&leader], Duration::from_secs(60))
+        .await;
+    assert_eq!(is_in_recovery(&haproxy.primary_port()).await, Some(false));
+
+    let ctl = Cli::patronictl(cluster.node(0).config_path());
+    let scope = cluster.scope().to_string();
+    wait_for_result(
+        "patronictl list to show a leader and a streaming replica",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let ctl = &ctl;
+            async move {
+                let run = ctl.run(&["list", "-f", "json"]).await;
+                let ok = run.code == Some(0)
+                    && run.stdout.contains("\"Leader\"")
+                    && run.stdout.contains("streaming");
+                if ok {
+                    Ok(())
+                } else {
+                    Err(run.to_string())
+                }
+            }
+        },
+    )
+    .await;
+    // patronictl posts the switchover to the leader's https api_url, trusting
+    // ctl.cacert and presenting ctl.certfile (required for unsafe methods here).
+    let run = ctl
+        .run(&[
+            "switchover",
+            &scope,
+            "--leader",
+            &leader,
+            "--candidate",
+            &cand,
+            "--force",
+        ])
+        .await;
+    run.assert_success()
+        .assert_stdout_contains(&format!("Successfully switched over to \"{cand}\""));
+    assert_eq!(wait_primary(&cluster).await, c);
+    haproxy
+        .wait_up("primary", &[&cand], Duration::from_secs(60))
+        .await;
+    assert_eq!(is_in_recovery(&haproxy.primary_port()).await, Some(false));
+}
