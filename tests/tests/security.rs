@@ -109,7 +109,7 @@ async fn https_api_client_certificates_allowlist_and_reload() {
     );
 
     // agentctl over HTTPS: ctl.cacert + client certificate from the node's own file.
-    let ctl = Cli::agentctl(&node.config_path().to_path_buf());
+    let ctl = Cli::agentctl(node.config_path());
     ctl.run(&["reload", &scope, "--force"])
         .await
         .assert_success();
@@ -132,7 +132,7 @@ async fn https_api_client_certificates_allowlist_and_reload() {
     cluster.node_mut(p).write_config(cfg);
     let (status, body) = post(&with_cert, &url("/reload")).await.unwrap();
     assert!(status < 300, "{status} {body}");
-    let seen = wait_for(
+    wait_for(
         "the renewed certificate on a new connection",
         Duration::from_secs(30),
         Duration::from_millis(200),
@@ -144,7 +144,6 @@ async fn https_api_client_certificates_allowlist_and_reload() {
         },
     )
     .await;
-    let _ = seen;
     let anon = certs.client(false, None);
     let (status, body) = post(&anon, &url("/reload")).await.unwrap();
     assert!(
