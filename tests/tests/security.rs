@@ -201,6 +201,17 @@ fn raise_fd_limit() -> u64 {
     hard
 }
 
+/// How many of `conns` the server has not closed.
+fn count_open(conns: &[tokio::net::TcpStream]) -> usize {
+    conns
+        .iter()
+        .filter(|s| {
+            let mut buf = [0u8; 1];
+            matches!(s.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count()
+}
+
 /// 1,000 idle connections and a flood of `GET /patroni` for 10 s against the
 /// leader's API: health checks keep answering, the leader lease keeps being
 /// renewed, and postgres keeps accepting the agent. Prints the numbers.
@@ -266,7 +277,12 @@ async fn idle_connections_and_a_flood_do_not_stop_the_leader() {
     let (mut min_ttl, mut danger) = (i64::MAX, 0u32);
     let mut leader_changes = 0u32;
     let mut pg_refusals = 0u32;
+    let midpoint = deadline - FLOOD / 2;
+    let mut open_at_midpoint = None;
     while tokio::time::Instant::now() < deadline {
+        if open_at_midpoint.is_none() && tokio::time::Instant::now() >= midpoint {
+            open_at_midpoint = Some(count_open(&idle));
+        }
         let fresh = tls::http_builder()
             .timeout(Duration::from_secs(5))
             .no_proxy()
@@ -304,19 +320,13 @@ async fn idle_connections_and_a_flood_do_not_stop_the_leader() {
         not_running += b;
         failed += c;
     }
-    let mut still_open = 0;
-    for s in &idle {
-        let mut buf = [0u8; 1];
-        match s.try_read(&mut buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => still_open += 1,
-            _ => {}
-        }
-    }
+    let still_open = count_open(&idle);
+    let open_at_midpoint = open_at_midpoint.unwrap_or(0);
     let status = rest_json(node, "/patroni")
         .await
         .expect("GET /patroni after the flood");
     println!(
-        "LOAD TEST: {IDLE} idle connections held (still open after {FLOOD:?}: {still_open}); \
+        "LOAD TEST: {IDLE} idle connections opened, {open_at_midpoint} still held halfway through the flood, {still_open} at its end (the server closes a connection without a request head after 10 s); \
          {FLOODERS} clients flooding GET /patroni: {ok} answered 'running' ({:.0}/s), {not_running} other state, {failed} failed; \
          health checks GET /primary on new connections: {checks} sent, {} failed; \
          leader lease: lowest remaining TTL {min_ttl} s of {ttl} s, renewals missed (TTL < ttl - 2 x loop_wait - 1): {danger}; \
