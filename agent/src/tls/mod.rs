@@ -130,3 +130,76 @@ fn read(path: &Path, key: &str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path)
         .map_err(|e| TlsError::new(key, format!("cannot read {}: {e}", path.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::server::{ServerSettings, VerifyClient};
+    use super::*;
+
+    fn temp(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("agent-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    #[test]
+    fn encrypted_keys_are_refused_naming_the_key() {
+        let enc = temp(
+            "enc.key",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        );
+        let e = load_key(
+            &enc,
+            "restapi.keyfile",
+            "restapi.keyfile_password",
+            Some("pw"),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "restapi.keyfile");
+        assert!(
+            e.message.contains(
+                "restapi.keyfile_password is set, but encrypted private keys are not supported"
+            ),
+            "{e}"
+        );
+        let e = load_key(&enc, "restapi.keyfile", "restapi.keyfile_password", None).unwrap_err();
+        assert!(e.message.contains("is not set"), "{e}");
+        let legacy = temp(
+            "legacy.key",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nMIIB\n-----END RSA PRIVATE KEY-----\n",
+        );
+        assert!(load_key(&legacy, "ctl.keyfile", "ctl.keyfile_password", None).is_err());
+    }
+
+    #[test]
+    fn unusable_files_name_their_key() {
+        let settings = ServerSettings {
+            certfile: "/nonexistent/server.crt".into(),
+            keyfile: None,
+            keyfile_password: None,
+            cafile: None,
+            ciphers: None,
+            verify_client: VerifyClient::None,
+        };
+        assert_eq!(settings.build().unwrap_err().key, "restapi.certfile");
+        let not_pem = temp("not.pem", "hello\n");
+        let e = load_certs(&not_pem, "restapi.cafile").unwrap_err();
+        assert_eq!(e.key, "restapi.cafile");
+        assert!(e.message.contains("no certificate"), "{e}");
+        let e = load_key(
+            &not_pem,
+            "restapi.keyfile",
+            "restapi.keyfile_password",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "restapi.keyfile");
+        let bad_ciphers = ServerSettings {
+            ciphers: Some("RC4-MD5".into()),
+            ..settings
+        };
+        assert_eq!(bad_ciphers.build().unwrap_err().key, "restapi.ciphers");
+    }
+}
