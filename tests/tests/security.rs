@@ -433,3 +433,58 @@ async fn patronictl_and_haproxy_over_https() {
         .await;
     assert_eq!(is_in_recovery(&haproxy.primary_port()).await, Some(false));
 }
+
+/// Fail closed: an agent whose REST API certificate cannot be used does not
+/// start (no plain-HTTP fallback), and says which key is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_certificate_stops_the_start() {
+    let certs_dir = TestDir::new("bad-cert-certs");
+    let certs = TestCerts::create(certs_dir.path());
+    let encrypted = certs_dir.path().join("encrypted.key");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-passout",
+            "pass:secret",
+            "-in",
+        ])
+        .arg(&certs.server_key)
+        .arg("-out")
+        .arg(&encrypted)
+        .status()
+        .expect("openssl pkcs8");
+    assert!(status.success());
+    let enc = encrypted.clone();
+    let mut cluster = ClusterFixture::builder("bad_cert")
+        .nodes(1)
+        .configure(https_config(&certs, "none"))
+        .configure(move |_, cfg| {
+            cfg["restapi"]["keyfile"] = json!(enc);
+            cfg["restapi"]["keyfile_password"] = json!("secret");
+        })
+        .start()
+        .await;
+    let node = cluster.node_mut(0);
+    wait_for(
+        "the agent to exit",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || {
+            let running = node.is_running();
+            async move { (!running).then_some(()) }
+        },
+    )
+    .await;
+    let log = node.log_tail(20);
+    assert!(
+        log.contains("restapi.keyfile:") && log.contains("encrypted"),
+        "{log}"
+    );
+    assert!(
+        !node.data_dir().join("PG_VERSION").exists(),
+        "postgres was set up anyway"
+    );
+}
