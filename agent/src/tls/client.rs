@@ -86,23 +86,26 @@ impl ClientSettings {
     /// The rustls client configuration.
     pub fn build(&self) -> Result<ClientConfig, TlsError> {
         let provider = Arc::new(provider());
-        let roots = match &self.cacert {
-            Some(path) => load_roots(path, self.cacert_key)?,
-            None => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
+        // The trusted CAs, read only when something will be verified.
+        let roots = || -> Result<Arc<rustls::RootCertStore>, TlsError> {
+            match &self.cacert {
+                Some(path) => load_roots(path, self.cacert_key),
+                None => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    for cert in rustls_native_certs::load_native_certs().certs {
+                        let _ = roots.add(cert);
+                    }
+                    Ok(Arc::new(roots))
                 }
-                Arc::new(roots)
             }
         };
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::new("ctl", e.to_string()))?;
         let verifier: Arc<dyn ServerCertVerifier> = if !self.insecure {
-            webpki(roots, &provider)?
+            webpki(roots()?, &provider)?
         } else if self.certfile.is_some() {
-            Arc::new(AnyName(webpki(roots, &provider)?))
+            Arc::new(AnyName(webpki(roots()?, &provider)?))
         } else {
             Arc::new(NoVerification(provider.clone()))
         };
