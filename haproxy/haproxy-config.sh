@@ -24,6 +24,13 @@
 #   --inter MS --fall N --rise N
 #                          health-check timing [1000, 2 and 1]
 #   --maxconn N            connections per node [100]
+#   --check-ssl MODE       the nodes' REST APIs speak HTTPS (restapi.certfile):
+#                          health-check over TLS; MODE `required` verifies the
+#                          node's certificate against --ca-file, `none` does not
+#                          (encrypted but unauthenticated) [plain HTTP checks]
+#   --ca-file PATH         CA bundle for --check-ssl required (restapi.cafile's CA)
+#   --check-crt PATH       PEM with a client certificate and its key, presented
+#                          by the checks (needed with restapi.verify_client: required)
 #
 # Example (the committed haproxy/haproxy.cfg, for compose/):
 #   haproxy/haproxy-config.sh --dns 127.0.0.11:53 node1 node2 node3 > haproxy/haproxy.cfg
@@ -45,6 +52,9 @@ inter=1000
 fall=2
 rise=1
 maxconn=100
+check_ssl=''
+ca_file=''
+check_crt=''
 command_line="haproxy/haproxy-config.sh"
 
 unknown() {
@@ -71,6 +81,9 @@ while [ $# -gt 0 ]; do
         --fall) fall=$2 ;;
         --rise) rise=$2 ;;
         --maxconn) maxconn=$2 ;;
+        --check-ssl) check_ssl=$2 ;;
+        --ca-file) ca_file=$2 ;;
+        --check-crt) check_crt=$2 ;;
         *) unknown "$1" ;;
         esac
         shift 2
@@ -118,6 +131,19 @@ done
 
 resolve_opts=''
 [ -n "$dns" ] && resolve_opts=' resolvers nodes resolve-prefer ipv4 init-addr last,libc,none'
+
+# TLS health checks (the data connections to postgres are not affected).
+ssl_opts=''
+case "$check_ssl" in
+'') [ -z "$ca_file$check_crt" ] || { echo "haproxy-config.sh: --ca-file and --check-crt need --check-ssl" >&2; exit 2; } ;;
+none) ssl_opts=' check-ssl verify none' ;;
+required)
+    [ -n "$ca_file" ] || { echo "haproxy-config.sh: --check-ssl required needs --ca-file" >&2; exit 2; }
+    ssl_opts=" check-ssl verify required ca-file $ca_file"
+    ;;
+*) echo "haproxy-config.sh: --check-ssl: expected none or required, got '$check_ssl'" >&2; exit 2 ;;
+esac
+[ -n "$check_crt" ] && ssl_opts="$ssl_opts crt $check_crt"
 
 servers() {
     printf '%s' "$nodes" | while read -r name host pg api; do
@@ -216,6 +242,13 @@ cat <<EOF
 #                   one) at once instead of keeping a dead or read-only session.
 #   maxconn         connections per node; keep it below postgres max_connections.
 EOF
+if [ -n "$ssl_opts" ]; then
+    cat <<EOF
+#   check-ssl       the health checks speak HTTPS to the REST API (restapi.certfile);
+#                   verify required + ca-file: only a node whose certificate the
+#                   CA signed can answer them; crt: the checks' client certificate.
+EOF
+fi
 if [ -n "$dns" ]; then
     cat <<EOF
 #   resolvers, init-addr
@@ -230,7 +263,7 @@ listen primary
     option httpchk
     http-check send meth GET uri /primary
     http-check expect status 200
-    default-server inter ${inter}ms fastinter 250ms downinter 500ms fall $fall rise $rise on-marked-down shutdown-sessions maxconn $maxconn$resolve_opts
+    default-server inter ${inter}ms fastinter 250ms downinter 500ms fall $fall rise $rise on-marked-down shutdown-sessions maxconn $maxconn$resolve_opts$ssl_opts
 EOF
 servers
 cat <<EOF
@@ -241,6 +274,6 @@ listen replicas
     option httpchk
     http-check send meth GET uri $replica_check
     http-check expect status 200
-    default-server inter ${inter}ms fastinter 250ms downinter 500ms fall $fall rise $rise on-marked-down shutdown-sessions maxconn $maxconn$resolve_opts
+    default-server inter ${inter}ms fastinter 250ms downinter 500ms fall $fall rise $rise on-marked-down shutdown-sessions maxconn $maxconn$resolve_opts$ssl_opts
 EOF
 servers

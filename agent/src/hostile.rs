@@ -208,8 +208,7 @@ async fn hostile_router(cluster: Option<Cluster>) -> axum::Router {
         requests: tx,
         scheduled_restart: Arc::default(),
         wake: Arc::default(),
-        http: reqwest::Client::new(),
-        auth: None,
+        http: crate::tls::http_client_builder().build().unwrap(),
     });
     let mut st = NodeStatus::initial("demo", "node1");
     st.cluster = cluster.map(Arc::new);

@@ -30,6 +30,7 @@
 //! - [`peers`]: asking other members for their status during a leader race.
 //! - [`fence`]: a watchdog process that stops the primary if the agent freezes and its lease runs out.
 //! - [`child_env`]: the scrubbed environment of every child process (no secrets inherited).
+//! - [`tls`]: rustls configurations: the REST API's server side, HTTPS to members' APIs.
 //! - [`ctl`]: `agentctl`, the operator CLI (patronictl's verbs), over etcd and the members' REST APIs.
 //!
 //! The data flow of one cycle:
@@ -52,6 +53,7 @@ pub mod ha;
 pub mod peers;
 pub mod postgres;
 pub mod status;
+pub mod tls;
 
 #[cfg(test)]
 mod hostile;

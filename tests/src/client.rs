@@ -113,17 +113,42 @@ pub async fn can_write(node: &impl PgAddr) -> bool {
     )
 }
 
-fn rest_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(REST_TIMEOUT)
-        .no_proxy()
-        .build()
-        .expect("reqwest client without TLS builds")
+/// A client for the node's API: plain HTTP, or HTTPS when its config has
+/// `restapi.certfile` (trusting `restapi.cafile`, presenting `ctl.certfile`
+/// and `ctl.keyfile` when set, as the members do).
+fn rest_client_for(node: &Node, timeout: Duration) -> reqwest::Client {
+    let cfg = node.config();
+    fn path(v: &Value) -> Option<&std::path::Path> {
+        v.as_str()
+            .filter(|s| !s.is_empty())
+            .map(std::path::Path::new)
+    }
+    if path(&cfg["restapi"]["certfile"]).is_none() {
+        return crate::tls::http_builder()
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .expect("reqwest client without TLS builds");
+    }
+    let ca = path(&cfg["restapi"]["cafile"])
+        .or_else(|| path(&cfg["ctl"]["cacert"]))
+        .expect("an HTTPS node in the tests has restapi.cafile or ctl.cacert");
+    let client = path(&cfg["ctl"]["certfile"]).zip(path(&cfg["ctl"]["keyfile"]));
+    crate::tls::https_client(ca, client, None, timeout)
 }
 
-fn rest_url(node: &Node, path: &str) -> String {
+fn rest_client(node: &Node) -> reqwest::Client {
+    rest_client_for(node, REST_TIMEOUT)
+}
+
+/// `http://` or `https://127.0.0.1:<rest port>/<path>`, as the node serves.
+pub fn rest_url(node: &Node, path: &str) -> String {
+    let https = node.config()["restapi"]["certfile"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty());
     format!(
-        "http://127.0.0.1:{}/{}",
+        "{}://127.0.0.1:{}/{}",
+        if https { "https" } else { "http" },
         node.rest_port(),
         path.trim_start_matches('/')
     )
@@ -132,7 +157,7 @@ fn rest_url(node: &Node, path: &str) -> String {
 /// The HTTP status of `GET <path>` on the node's REST API, or `None` when
 /// there is no answer within [`REST_TIMEOUT`].
 pub async fn rest_status(node: &Node, path: &str) -> Option<u16> {
-    rest_client()
+    rest_client(node)
         .get(rest_url(node, path))
         .send()
         .await
@@ -143,7 +168,7 @@ pub async fn rest_status(node: &Node, path: &str) -> Option<u16> {
 /// The JSON body of `GET <path>` whatever the status (Patroni answers health
 /// checks with a JSON body on 503 too), or `None` without a JSON answer.
 pub async fn rest_json(node: &Node, path: &str) -> Option<Value> {
-    rest_client()
+    rest_client(node)
         .get(rest_url(node, path))
         .send()
         .await
@@ -186,11 +211,7 @@ pub async fn rest_send_as(
     auth: Option<(&str, &str)>,
 ) -> Option<(u16, String)> {
     let method = reqwest::Method::from_bytes(method.as_bytes()).ok()?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .no_proxy()
-        .build()
-        .ok()?;
+    let client = rest_client_for(node, Duration::from_secs(120));
     let mut req = client.request(method, rest_url(node, path));
     if let Some((u, p)) = auth {
         req = req.basic_auth(u, Some(p));

@@ -311,7 +311,7 @@ pub(crate) fn spawn_member(m: &Member) -> Child {
 }
 
 fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::tls::http_builder()
         .timeout(HTTP_TIMEOUT)
         .no_proxy()
         .build()
@@ -457,6 +457,24 @@ impl EtcdClient {
             .and_then(|s| s.parse().ok())
             .or_else(|| v["deleted"].as_u64())
             .unwrap_or(0))
+    }
+
+    /// The seconds left on the lease `key` is bound to (`None`: no such key, or
+    /// not bound to a lease).
+    pub async fn try_lease_ttl(&self, key: &str) -> Result<Option<i64>> {
+        let v = self
+            .gateway("kv/range", json!({ "key": b64(key.as_bytes()) }))
+            .await?;
+        let Some(lease) = v["kvs"][0]["lease"].as_str().filter(|l| *l != "0") else {
+            return Ok(None);
+        };
+        let t = self
+            .gateway("lease/timetolive", json!({ "ID": lease }))
+            .await?;
+        Ok(t["TTL"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| t["TTL"].as_i64()))
     }
 
     /// [`EtcdClient::try_get`], panicking when etcd cannot be asked.

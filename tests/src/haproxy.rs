@@ -206,7 +206,7 @@ impl ServerState {
 
 /// The server lines of the stats page at `127.0.0.1:<stats_port>` (`/;csv`).
 pub async fn stats_states(stats_port: u16) -> Result<Vec<ServerState>> {
-    let client = reqwest::Client::builder()
+    let client = crate::tls::http_builder()
         .timeout(Duration::from_secs(2))
         .no_proxy()
         .build()

@@ -202,7 +202,7 @@ impl Drop for Stack {
 
 /// `GET http://127.0.0.1:<port><path>` as JSON, whatever the status.
 async fn rest_get(port: u16, path: &str) -> Option<Value> {
-    reqwest::Client::builder()
+    agent_tests::tls::http_builder()
         .timeout(Duration::from_secs(2))
         .no_proxy()
         .build()

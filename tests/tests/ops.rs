@@ -150,7 +150,9 @@ async fn switchover_and_failover_refusals() {
     }
     // malformed requests: 400 with a JSON reason
     for raw in ["{not json", "[1,2]", ""] {
-        let resp = reqwest::Client::new()
+        let resp = agent_tests::tls::http_builder()
+            .build()
+            .expect("http client")
             .post(format!("http://127.0.0.1:{}/switchover", n.rest_port()))
             .body(raw)
             .send()

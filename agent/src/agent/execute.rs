@@ -467,11 +467,23 @@ impl Agent {
                 return;
             }
         };
+        self.reload_api_security(&new);
         let fixed = [
             ("scope", self.cfg.scope != new.scope),
             ("name", self.cfg.name != new.name),
             ("namespace", self.cfg.namespace != new.namespace),
-            ("restapi", self.cfg.restapi != new.restapi),
+            (
+                "restapi.listen",
+                self.cfg.restapi.listen != new.restapi.listen,
+            ),
+            (
+                "restapi.connect_address",
+                self.cfg.restapi.connect_address != new.restapi.connect_address,
+            ),
+            (
+                "restapi.certfile (HTTPS on or off)",
+                self.cfg.restapi.certfile.is_some() != new.restapi.certfile.is_some(),
+            ),
             ("etcd3", self.cfg.etcd3 != new.etcd3),
             (
                 "postgresql.listen",
@@ -503,9 +515,47 @@ impl Agent {
         cfg.postgresql.remove_data_directory_on_diverged_timelines =
             new.postgresql.remove_data_directory_on_diverged_timelines;
         cfg.log = new.log.clone();
+        if cfg.restapi.certfile.is_some() == new.restapi.certfile.is_some() {
+            cfg.restapi = crate::config::RestApiConfig {
+                listen: cfg.restapi.listen.clone(),
+                connect_address: cfg.restapi.connect_address.clone(),
+                ..new.restapi.clone()
+            };
+        }
         self.settings = settings_from(&cfg);
         self.cfg = cfg;
         tracing::info!("configuration file re-read");
+    }
+}
+
+impl Agent {
+    /// `POST /reload`, SIGHUP: the REST API's certificate files are read again
+    /// (renewed certificates serve the next connection), and the access rules
+    /// (authentication, allowlist, client certificates) are rebuilt. A file that
+    /// cannot be used keeps the current configuration, with an error in the log.
+    fn reload_api_security(&mut self, new: &crate::config::Config) {
+        if let Some(tls) = &self.api_tls {
+            // HTTPS cannot be switched off without a restart: without a
+            // certfile in the new file, keep serving the current one.
+            if let Some(settings) = crate::tls::server::ServerSettings::from_config(&new.restapi) {
+                match tls.reload(Some(settings)) {
+                    Ok(()) => tracing::info!("REST API: TLS certificate and key re-read"),
+                    Err(e) => tracing::error!(
+                        "reload: keeping the REST API's current TLS configuration: {e}"
+                    ),
+                }
+            }
+        }
+        if self.api_tls.is_none() && new.restapi.certfile.is_some() {
+            return; // HTTPS needs a restart; keep the current rules meanwhile
+        }
+        let (policy, mut warnings) = crate::api::Policy::from_config(&new.restapi);
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        warnings.extend(crate::config::open_api_warning(&new.restapi));
+        self.access.set(policy);
+        self.security_warnings = warnings;
     }
 }
 

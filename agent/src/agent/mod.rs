@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::api::{self, ApiState, Control, RequestMsg, ScheduledRestart};
+use crate::api::{self, Access, ApiState, Control, Policy, RequestMsg, ScheduledRestart};
 use crate::config::{Config, DynamicConfig};
 use crate::dcs::etcd::Etcd;
 use crate::dcs::model::{Cluster, History, HistoryEntry, MemberData, Status};
@@ -37,6 +37,8 @@ use crate::ha::{
 };
 use crate::postgres::{PgCtl, PgSettings, Probe, ProbeResult, ProcState, WalSampler};
 use crate::status::{Cycle, NodeStatus, Role, VERSION};
+use crate::tls::client::ClientSettings;
+use crate::tls::server::{ServerSettings, ServerTls};
 
 mod execute;
 mod observe;
@@ -110,6 +112,13 @@ pub struct Agent {
     /// What this cycle found about when to run the next one (see
     /// [`ha::cadence::next_cycle_in`]).
     tempo: ha::cadence::Tempo,
+    /// The REST API's TLS configuration (HTTPS when set), reloaded with the file.
+    api_tls: Option<Arc<ServerTls>>,
+    /// Who may call the REST API's unsafe methods, reloaded with the file.
+    access: Arc<Access>,
+    /// Warnings about the local configuration shown in `/patroni` (an API open
+    /// to the network, allowlist entries that do not resolve).
+    security_warnings: Vec<String>,
 }
 
 fn unix_now() -> i64 {
@@ -131,6 +140,19 @@ impl Agent {
     /// Build the agent; nothing is started yet.
     pub async fn new(cfg: Config) -> Result<Agent> {
         let wake = Arc::new(Notify::new());
+        // TLS and access first: a certificate we cannot use stops the start
+        // before anything else is touched (fail closed).
+        let api_tls = match ServerSettings::from_config(&cfg.restapi) {
+            Some(s) => Some(Arc::new(ServerTls::new(s)?)),
+            None => None,
+        };
+        let (policy, mut security_warnings) = Policy::from_config(&cfg.restapi);
+        for w in &security_warnings {
+            tracing::warn!("{w}");
+        }
+        security_warnings.extend(crate::config::open_api_warning(&cfg.restapi));
+        let access = Arc::new(Access::new(policy));
+        let client_tls = client_settings(&cfg)?;
         let pg_settings = PgSettings::from_config(&cfg)?;
         let pg = Arc::new(PgCtl::new(pg_settings, wake.clone()));
         let etcd = Etcd::connect(&cfg.etcd3, &cfg.cluster_prefix(), &cfg.name).await?;
@@ -142,7 +164,8 @@ impl Agent {
         let (status_tx, _) = watch::channel(Arc::new(NodeStatus::initial(&cfg.scope, &cfg.name)));
         let (requests_tx, requests_rx) = mpsc::channel(1);
         let (wal_conn, wal_conn_rx) = watch::channel(None);
-        let http = reqwest::Client::builder()
+        let http = client_tls
+            .http_client_builder()?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(3))
             .build()?;
@@ -177,6 +200,9 @@ impl Agent {
             pending: None,
             scheduled_restart: Arc::default(),
             tempo: Default::default(),
+            api_tls,
+            access,
+            security_warnings,
         })
     }
 
@@ -263,14 +289,18 @@ impl Agent {
             scheduled_restart: self.scheduled_restart.clone(),
             wake: self.wake.clone(),
             http: self.http.clone(),
-            auth: self.cfg.restapi.authentication.clone(),
         });
         let router = api::router(
             ApiState::new(self.status())
                 .with_control(control)
-                .with_wal_sampler(self.wal.clone()),
+                .with_wal_sampler(self.wal.clone())
+                .with_access(self.access.clone()),
         );
-        let api_task = tokio::spawn(api::serve(listener, router, async move {
+        let options = api::ServeOptions {
+            tls: self.api_tls.clone(),
+            limits: api::Limits::for_fd_limit(api::raise_fd_limit()),
+        };
+        let api_task = tokio::spawn(api::serve(listener, router, options, async move {
             let _ = api_stop_rx.await;
         }));
         let watch_task = self.etcd.spawn_watch(self.wake.clone());
@@ -391,6 +421,17 @@ impl Agent {
         self.publish(&obs, &decision).await;
         exit
     }
+}
+
+/// How the agent reaches its peers' REST APIs: Patroni's agent verifies no
+/// server certificate unless it presents one of its own (`ctl.certfile`).
+fn client_settings(cfg: &Config) -> Result<ClientSettings> {
+    let restapi = serde_json::to_value(&cfg.restapi)?;
+    Ok(ClientSettings::from_tree(
+        cfg.ctl.as_ref(),
+        Some(&restapi),
+        Some(true),
+    )?)
 }
 
 /// The HA decision's view of the local configuration.

@@ -34,7 +34,12 @@ impl Agent {
                 self.cfg.postgresql.connect_address
             )),
             api_url: Some(format!(
-                "http://{}/patroni",
+                "{}://{}/patroni",
+                if self.api_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
                 self.cfg.restapi.connect_address
             )),
             state: Some(state.to_string()),
@@ -83,7 +88,12 @@ impl Agent {
             reason: d.reason.to_string(),
             scheduled_restart: scheduled_restart.clone(),
             pending_restart_reason: probe.as_ref().and_then(|p| self.pending_restart_reason(p)),
-            config_warnings: self.config_notes.iter().map(|n| n.to_string()).collect(),
+            config_warnings: self
+                .security_warnings
+                .iter()
+                .cloned()
+                .chain(self.config_notes.iter().map(|n| n.to_string()))
+                .collect(),
             at: Instant::now(),
         });
         let mut data = self.member_data(probe.as_ref(), &status.state);

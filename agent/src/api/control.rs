@@ -16,7 +16,6 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::error::{answer, refuse, Answer, ApiError};
 use super::ApiState;
-use crate::config::BasicAuth;
 use crate::dcs::etcd::Etcd;
 use crate::dcs::model::Cluster;
 use crate::ha::{parse_timestamp, Request};
@@ -43,7 +42,6 @@ pub struct Control {
     pub scheduled_restart: Arc<Mutex<Option<ScheduledRestart>>>,
     pub wake: Arc<Notify>,
     pub http: reqwest::Client,
-    pub auth: Option<BasicAuth>,
 }
 
 /// The control handle, or 503 on a node built without one.

@@ -24,10 +24,11 @@
 //! position at most 100 ms old: it waits (bounded) for the agent's
 //! `postgres::WalSampler`, which owns the one connection
 //! and shares each query between the requests in flight (see `routes/node.rs`).
-//! `auth.rs` guards the control routes with Basic auth; `error.rs` is the one
+//! `auth.rs` guards the unsafe methods (allowlist, client certificates, Basic
+//! auth; `allowlist.rs` has the networks); `server.rs` serves the router over
+//! HTTP or TLS with connection, request and time limits; `error.rs` is the one
 //! error type every handler answers with.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -40,12 +41,17 @@ use tokio::sync::watch;
 use crate::postgres::WalSampler;
 use crate::status::NodeStatus;
 
+pub mod allowlist;
 mod auth;
 mod control;
 mod error;
 mod routes;
+mod server;
 #[cfg(test)]
 mod tests;
+
+pub use auth::{Access, ConnInfo, Policy};
+pub use server::{raise_fd_limit, serve, Limits, ServeOptions};
 
 pub use control::{Control, RequestMsg, ScheduledRestart};
 pub use error::ApiError;
@@ -62,6 +68,8 @@ pub struct ApiState {
     pub control: Option<Arc<Control>>,
     /// Fresh WAL positions for `GET /patroni` (absent: it reports the snapshot's).
     pub wal: Option<WalSampler>,
+    /// Who may call the unsafe methods.
+    pub access: Arc<Access>,
 }
 
 impl ApiState {
@@ -70,7 +78,13 @@ impl ApiState {
             status,
             control: None,
             wal: None,
+            access: Arc::default(),
         }
+    }
+
+    pub fn with_access(mut self, access: Arc<Access>) -> ApiState {
+        self.access = access;
+        self
     }
 
     pub fn with_control(mut self, control: Arc<Control>) -> ApiState {
@@ -98,6 +112,8 @@ pub fn router(state: ApiState) -> Router {
     }
     r.route("/liveness", health::liveness_route())
         .route("/readiness", health::readiness_route())
+        // /patroni shares the sampler's one connection: a flood costs postgres
+        // at most one query per 100 ms.
         .route("/patroni", get(node::get_patroni))
         .route("/cluster", get(cluster::get_cluster))
         .route("/history", get(cluster::get_history))
@@ -127,18 +143,6 @@ pub fn router(state: ApiState) -> Router {
             auth::auth_layer,
         ))
         .with_state(state)
-}
-
-/// Serve `router` on `listener` until `shutdown` resolves, then finish the
-/// requests in flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -832,9 +832,14 @@ async fn serve_answers_on_a_socket_and_stops_on_shutdown() {
     let addr = listener.local_addr().expect("addr");
     let (_tx, rx) = watch::channel(Arc::new(primary()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, router(ApiState::new(rx)), async move {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(serve(
+        listener,
+        router(ApiState::new(rx)),
+        crate::api::ServeOptions::default(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
     conn.write_all(b"OPTIONS /primary HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -853,4 +858,81 @@ async fn serve_answers_on_a_socket_and_stops_on_shutdown() {
         .expect("stops in time")
         .expect("join")
         .expect("serve");
+}
+
+#[tokio::test]
+async fn unsafe_methods_follow_the_access_policy_in_patronis_order() {
+    use crate::api::allowlist::Net;
+    use crate::tls::server::VerifyClient;
+
+    let (_tx, rx) = watch::channel(Arc::new(primary()));
+    let access = Arc::new(Access::new(Policy {
+        auth: Some(crate::config::BasicAuth {
+            username: "u".into(),
+            password: "p".into(),
+        }),
+        allowlist: Some(vec![Net::parse("127.0.0.1/32").expect("net")]),
+        include_members: false,
+        verify_client: VerifyClient::Optional,
+    }));
+    let app = router(ApiState::new(rx).with_access(access));
+    let call = |method: Method, peer: Option<&str>, cert: bool, auth: bool| {
+        let app = app.clone();
+        let mut req = Request::builder()
+            .method(method)
+            .uri("/reload")
+            .body(Body::empty())
+            .expect("request");
+        if let Some(p) = peer {
+            req.extensions_mut().insert(ConnInfo {
+                peer: p.parse().expect("addr"),
+                client_cert: cert,
+            });
+        }
+        if auth {
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, "Basic dTpw".parse().expect("header"));
+        }
+        async move {
+            let res = app.oneshot(req).await.expect("call");
+            let status = res.status();
+            let body = res.into_body().collect().await.expect("body").to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (s, b) = call(Method::POST, Some("127.0.0.2:5000"), true, true).await;
+    assert_eq!(
+        (s, b.contains("Access is denied")),
+        (StatusCode::FORBIDDEN, true),
+        "{b}"
+    );
+    let (s, b) = call(Method::POST, None, true, true).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "no connection info, allowlist set: {b}"
+    );
+    let (s, b) = call(Method::POST, Some("127.0.0.1:5000"), false, true).await;
+    assert_eq!(
+        (s, b.contains("client certificate required")),
+        (StatusCode::FORBIDDEN, true),
+        "{b}"
+    );
+    let (s, b) = call(Method::POST, Some("[::ffff:127.0.0.1]:5000"), true, false).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    // Past every check: this router has no control handle, so the route answers 503.
+    let (s, b) = call(Method::POST, Some("127.0.0.1:5000"), true, true).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    // Safe methods stay open to anyone.
+    let res = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/primary")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("call");
+    assert_eq!(res.status(), StatusCode::OK);
 }

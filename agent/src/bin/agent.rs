@@ -74,6 +74,13 @@ fn main() -> ExitCode {
         for w in &warnings {
             eprintln!("agent: warning: {w}");
         }
+        // The REST API's certificate files too: a start would fail on them.
+        if let Some(tls) = agent::tls::server::ServerSettings::from_config(&cfg.restapi) {
+            if let Err(e) = tls.build() {
+                eprintln!("agent: invalid configuration: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
         println!("{}: configuration is valid", path.display());
         return ExitCode::SUCCESS;
     }

@@ -309,6 +309,23 @@ pub fn ctl_overrides(
             section_mut(section_mut(root, section), "authentication").extend(auth);
         }
     }
+    if let Some(v) = var(env, "restapi_cafile") {
+        section_mut(root, "restapi").insert("cafile".into(), Value::String(v));
+    }
+    for param in CTL_PARAMS {
+        let Some(v) = var(env, &format!("ctl_{param}")) else {
+            continue;
+        };
+        let value =
+            if *param == "insecure" {
+                Value::Bool(parse_bool(&v).ok_or_else(|| {
+                    format!("PATRONI_CTL_INSECURE: expected a boolean, got {v:?}")
+                })?)
+            } else {
+                Value::String(v)
+            };
+        section_mut(root, "ctl").insert(param.to_string(), value);
+    }
     if let Some(v) = var(env, "etcd3_hosts") {
         let hosts = parse_host_list(&v)
             .ok_or_else(|| format!("PATRONI_ETCD3_HOSTS: cannot parse {v:?} as a list"))?;
@@ -612,5 +629,58 @@ mod tests {
         let (cfg, warnings) = load_str(GOOD, "node1.yml", &vars).unwrap();
         assert_eq!(cfg.log.level.as_deref(), Some("WARNING"));
         assert_eq!(warnings, vec!["node1.yml: log.dir: not supported, ignored"]);
+    }
+
+    #[test]
+    fn restapi_tls_keys_from_the_environment() {
+        let vars = env(&[
+            ("PATRONI_RESTAPI_CERTFILE", "/etc/agent/server.crt"),
+            ("PATRONI_RESTAPI_KEYFILE", "/etc/agent/server.key"),
+            ("PATRONI_RESTAPI_CAFILE", "/etc/agent/ca.crt"),
+            ("PATRONI_RESTAPI_VERIFY_CLIENT", "optional"),
+            ("PATRONI_RESTAPI_CIPHERS", "ECDHE-RSA-AES128-GCM-SHA256"),
+            ("PATRONI_RESTAPI_ALLOWLIST", "[127.0.0.1, 10.0.0.0/8]"),
+            ("PATRONI_RESTAPI_ALLOWLIST_INCLUDE_MEMBERS", "true"),
+        ]);
+        let (cfg, warnings) = load_str(GOOD, "node1.yml", &vars).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let r = &cfg.restapi;
+        assert_eq!(r.certfile, Some(PathBuf::from("/etc/agent/server.crt")));
+        assert_eq!(r.keyfile, Some(PathBuf::from("/etc/agent/server.key")));
+        assert_eq!(r.cafile, Some(PathBuf::from("/etc/agent/ca.crt")));
+        assert_eq!(r.verify_client.as_deref(), Some("optional"));
+        assert_eq!(r.ciphers.as_deref(), Some("ECDHE-RSA-AES128-GCM-SHA256"));
+        assert_eq!(
+            r.allowlist,
+            Some(vec!["127.0.0.1".to_string(), "10.0.0.0/8".to_string()])
+        );
+        assert_eq!(r.allowlist_include_members, Some(true));
+        let e = load_str(
+            GOOD,
+            "node1.yml",
+            &env(&[("PATRONI_RESTAPI_VERIFY_CLIENT", "required")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("restapi.verify_client"), "{e}");
+    }
+
+    #[test]
+    fn ctl_tls_keys_from_the_environment() {
+        let mut root = serde_json::Map::new();
+        let vars = env(&[
+            ("PATRONI_CTL_CACERT", "/ca.crt"),
+            ("PATRONI_CTL_CERTFILE", "/c.crt"),
+            ("PATRONI_CTL_INSECURE", "yes"),
+            ("PATRONI_RESTAPI_CAFILE", "/rest-ca.crt"),
+        ]);
+        super::ctl_overrides(&mut root, &vars).unwrap();
+        assert_eq!(root["ctl"]["cacert"], "/ca.crt");
+        assert_eq!(root["ctl"]["certfile"], "/c.crt");
+        assert_eq!(root["ctl"]["insecure"], true);
+        assert_eq!(root["restapi"]["cafile"], "/rest-ca.crt");
+        let e = super::ctl_overrides(&mut root, &env(&[("PATRONI_CTL_INSECURE", "maybe")]))
+            .unwrap_err();
+        assert!(e.starts_with("PATRONI_CTL_INSECURE"), "{e}");
     }
 }

@@ -36,6 +36,7 @@ mod yaml;
 pub use dynamic::{check_parameter, duration, DynamicConfig, DynamicPostgresql, Note};
 
 pub use load::{load_file, load_str, ConfigError};
+pub use validate::open_api_warning;
 pub(crate) use warnings::OTHER_DCS;
 
 /// The local configuration of one node (Patroni's YAML file).
@@ -85,6 +86,31 @@ pub struct RestApiConfig {
     pub connect_address: String,
     #[serde(default)]
     pub authentication: Option<BasicAuth>,
+    /// PEM certificate (chain): when set, the API speaks HTTPS only.
+    #[serde(default)]
+    pub certfile: Option<PathBuf>,
+    /// PEM private key of `certfile` (default: the key inside `certfile`).
+    #[serde(default)]
+    pub keyfile: Option<PathBuf>,
+    /// Password of an encrypted `keyfile` (encrypted keys are refused at start).
+    #[serde(default)]
+    pub keyfile_password: Option<String>,
+    /// PEM CA bundle that client certificates are verified against.
+    #[serde(default)]
+    pub cafile: Option<PathBuf>,
+    /// OpenSSL-style cipher list; TLS 1.2 suites are narrowed to it.
+    #[serde(default)]
+    pub ciphers: Option<String>,
+    /// `none` (default), `optional` (a client certificate for unsafe methods) or
+    /// `required` (a client certificate for every request).
+    #[serde(default)]
+    pub verify_client: Option<String>,
+    /// Addresses, networks (CIDR) and host names allowed to use unsafe methods.
+    #[serde(default)]
+    pub allowlist: Option<Vec<String>>,
+    /// Also allow the cluster's members (the hosts of their `api_url`/`conn_url`).
+    #[serde(default)]
+    pub allowlist_include_members: Option<bool>,
 }
 
 #[derive(Clone, Deserialize, Serialize, PartialEq)]

@@ -109,6 +109,8 @@ pub(super) fn validate(
         }
     }
 
+    check_restapi_security(cfg, file, warnings)?;
+
     // etcd.
     match cfg.etcd3.protocol.as_deref() {
         None | Some("http") | Some("https") => {}
@@ -186,6 +188,104 @@ pub(super) fn validate(
         ConfigError::invalid(file, key, message)
     })?;
     Ok(())
+}
+
+/// The REST API's TLS and access keys (fail closed: what cannot be honoured is an
+/// error), and the loud warning for an API open to the network with no guard.
+fn check_restapi_security(
+    cfg: &mut Config,
+    file: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let err = |key: &str, message: String| ConfigError::invalid(file, key, message);
+    let r = &mut cfg.restapi;
+    let blank =
+        |p: &Option<std::path::PathBuf>| p.as_ref().is_none_or(|p| p.as_os_str().is_empty());
+    // Patroni: an empty certfile means plain HTTP.
+    if blank(&r.certfile) {
+        r.certfile = None;
+    }
+    if blank(&r.keyfile) {
+        r.keyfile = None;
+    }
+    if blank(&r.cafile) {
+        r.cafile = None;
+    }
+    let https = r.certfile.is_some();
+    if let Some(v) = &r.verify_client {
+        let v = v.trim().to_ascii_lowercase();
+        if !matches!(v.as_str(), "none" | "optional" | "required") {
+            return Err(err(
+                "restapi.verify_client",
+                format!("expected none, optional or required, got `{v}`"),
+            ));
+        }
+        if v != "none" && !https {
+            return Err(err(
+                "restapi.verify_client",
+                format!("`{v}` needs restapi.certfile (client certificates exist only over HTTPS)"),
+            ));
+        }
+        if v != "none" && r.cafile.is_none() {
+            return Err(err(
+                "restapi.cafile",
+                format!("required when restapi.verify_client is `{v}` (the CA client certificates are verified against)"),
+            ));
+        }
+        r.verify_client = Some(v);
+    }
+    if !https {
+        for (key, set) in [
+            ("restapi.keyfile", r.keyfile.is_some()),
+            ("restapi.keyfile_password", r.keyfile_password.is_some()),
+        ] {
+            if set {
+                return Err(err(
+                    key,
+                    "set without restapi.certfile: the API would run over plain HTTP".into(),
+                ));
+            }
+        }
+        if r.ciphers.is_some() {
+            warnings.push(format!(
+                "{file}: restapi.ciphers: ignored without restapi.certfile (the API runs over plain HTTP)"
+            ));
+        }
+    }
+    for entry in r.allowlist.iter().flatten() {
+        if entry.contains('/') {
+            crate::api::allowlist::Net::parse(entry).map_err(|m| err("restapi.allowlist", m))?;
+        } else if entry.trim().is_empty() {
+            return Err(err("restapi.allowlist", "empty entry".into()));
+        }
+    }
+    if let Some(w) = open_api_warning(r) {
+        warnings.push(format!("{file}: {w}"));
+    }
+    Ok(())
+}
+
+/// The warning for a REST API reachable from other hosts whose unsafe methods
+/// (`PATCH /config`, `POST /restart`, ...) anyone who reaches it may call.
+pub fn open_api_warning(r: &super::RestApiConfig) -> Option<String> {
+    let (host, _) = split_host_port(&r.listen).ok()?;
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let client_certs =
+        r.certfile.is_some() && matches!(r.verify_client.as_deref(), Some("optional" | "required"));
+    let allowlist = r.allowlist.as_ref().is_some_and(|a| !a.is_empty())
+        || r.allowlist_include_members == Some(true);
+    if loopback || r.authentication.is_some() || client_certs || allowlist {
+        return None;
+    }
+    Some(format!(
+        "SECURITY: restapi.listen {} accepts connections from other hosts, and its unsafe methods \
+         (PATCH /config, POST /restart, /reinitialize, /switchover, ...) need no credentials: \
+         set restapi.authentication, restapi.verify_client (with certfile and cafile) or restapi.allowlist",
+        r.listen
+    ))
 }
 
 /// `host:port` with a host other members can reach.
@@ -396,6 +496,81 @@ mod tests {
         assert!(
             !shown.contains("rep-pass") && !shown.contains("\"pw\""),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn restapi_tls_and_access_keys_fail_closed() {
+        let with = |extra: &str| {
+            GOOD.replace(
+                "  listen: 127.0.0.1:8008",
+                &format!("  listen: 127.0.0.1:8008\n{extra}"),
+            )
+        };
+        let e = err(&with("  certfile: /c.pem\n  verify_client: sometimes"));
+        assert!(
+            e.starts_with("node1.yml: restapi.verify_client: expected none, optional or required"),
+            "{e}"
+        );
+        let e = err(&with("  verify_client: required\n  cafile: /ca.pem"));
+        assert!(
+            e.starts_with("node1.yml: restapi.verify_client: `required` needs restapi.certfile"),
+            "{e}"
+        );
+        let e = err(&with("  certfile: /c.pem\n  verify_client: optional"));
+        assert!(e.starts_with("node1.yml: restapi.cafile: required"), "{e}");
+        let e = err(&with("  keyfile: /k.pem"));
+        assert!(
+            e.starts_with("node1.yml: restapi.keyfile: set without restapi.certfile"),
+            "{e}"
+        );
+        let e = err(&with("  allowlist: [10.0.0.0/40]"));
+        assert!(
+            e.starts_with("node1.yml: restapi.allowlist: `10.0.0.0/40`"),
+            "{e}"
+        );
+        let (cfg, warnings) = load(&with(
+            "  certfile: /c.pem\n  cafile: /ca.pem\n  verify_client: REQUIRED\n  allowlist: [127.0.0.1, 10.0.0.0/8]\n  allowlist_include_members: true",
+        ))
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.restapi.verify_client.as_deref(), Some("required"));
+        assert_eq!(cfg.restapi.allowlist.as_ref().map(Vec::len), Some(2));
+        // An empty certfile is plain HTTP, as in Patroni.
+        let (cfg, _) = load(&with("  certfile: ''")).unwrap();
+        assert_eq!(cfg.restapi.certfile, None);
+    }
+
+    #[test]
+    fn an_open_api_on_the_network_is_a_loud_warning() {
+        let open = GOOD.replace("  listen: 127.0.0.1:8008", "  listen: 0.0.0.0:8008");
+        let (_, warnings) = load(&open).unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("SECURITY: restapi.listen 0.0.0.0:8008")),
+            "{warnings:?}"
+        );
+        for guard in [
+            "  authentication:\n    username: a\n    password: b",
+            "  allowlist: [10.0.0.1]",
+            "  allowlist_include_members: true",
+            "  certfile: /c.pem\n  cafile: /ca.pem\n  verify_client: optional",
+        ] {
+            let text = open.replace(
+                "  listen: 0.0.0.0:8008",
+                &format!("  listen: 0.0.0.0:8008\n{guard}"),
+            );
+            let (_, warnings) = load(&text).unwrap();
+            assert!(
+                !warnings.iter().any(|w| w.contains("SECURITY")),
+                "{guard}: {warnings:?}"
+            );
+        }
+        let (_, warnings) = load(GOOD).unwrap();
+        assert!(
+            !warnings.iter().any(|w| w.contains("SECURITY")),
+            "loopback: {warnings:?}"
         );
     }
 

@@ -39,14 +39,6 @@ const UNSUPPORTED: &[&str] = &[
     "log.loggers",
     "log.deduplicate_heartbeat_logs",
     "restapi.thread_pool_size",
-    "restapi.certfile",
-    "restapi.keyfile",
-    "restapi.keyfile_password",
-    "restapi.cafile",
-    "restapi.ciphers",
-    "restapi.verify_client",
-    "restapi.allowlist",
-    "restapi.allowlist_include_members",
     "restapi.http_extra_headers",
     "restapi.https_extra_headers",
     "restapi.request_queue_size",
@@ -265,7 +257,7 @@ mod tests {
         );
         let text = text.replace(
             "  listen: 127.0.0.1:8008",
-            "  listen: 127.0.0.1:8008\n  certfile: /x.pem",
+            "  listen: 127.0.0.1:8008\n  server_tokens: Minimal",
         );
         let text = text.replace(
             "    ttl: 30",
@@ -280,7 +272,7 @@ mod tests {
             "node1.yml: postgresql.create_replica_methods: not supported",
             "node1.yml: postgresql.pgbackrest: not supported",
             "node1.yml: postgresql.bin_name: not supported",
-            "node1.yml: restapi.certfile: not supported",
+            "node1.yml: restapi.server_tokens: not supported",
             "node1.yml: bootstrap.dcs.standby_cluster: not supported",
         ];
         for e in expect {

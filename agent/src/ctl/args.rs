@@ -32,7 +32,8 @@ pub struct Cli {
         global = true
     )]
     pub dcs_url: Option<String>,
-    /// Accepted for compatibility; agentctl speaks plain HTTP only
+    /// Do not verify the members' REST API certificates (with ctl.certfile: only
+    /// their host names), as ctl.insecure
     #[arg(short = 'k', long, global = true)]
     pub insecure: bool,
     #[command(subcommand)]

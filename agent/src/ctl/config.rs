@@ -1,5 +1,7 @@
-//! What agentctl needs from a configuration file: `scope`, `namespace`, `etcd3`
-//! and the REST credentials (`ctl.authentication`, else `restapi.authentication`).
+//! What agentctl needs from a configuration file: `scope`, `namespace`, `etcd3`,
+//! the REST credentials (`ctl.authentication`, else `restapi.authentication`) and
+//! HTTPS settings (`ctl.cacert` else `restapi.cafile`, `ctl.certfile`, `ctl.keyfile`,
+//! `ctl.keyfile_password`, `ctl.insecure`).
 //!
 //! Lenient on purpose: `patronictl.yaml` has only these keys, and a node's full
 //! YAML has many more that we ignore (no `postgresql.*` is required). `PATRONI_*`
@@ -13,6 +15,7 @@ use serde_json::{Map, Value};
 
 use super::{CtlError, CtlResult};
 use crate::config::{BasicAuth, Etcd3Config, OTHER_DCS};
+use crate::tls::client::ClientSettings;
 
 /// The settings agentctl runs with.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -23,6 +26,8 @@ pub struct CtlConfig {
     pub etcd3: Etcd3Config,
     /// Basic auth for the members' REST APIs.
     pub auth: Option<BasicAuth>,
+    /// HTTPS to the members' REST APIs (`ctl.cacert`/`certfile`/`keyfile`/`insecure`).
+    pub tls: ClientSettings,
     /// Other DCS sections found (`etcd`, `consul`, ...), to explain why there is no etcd3.
     pub other_dcs: Vec<String>,
 }
@@ -113,6 +118,8 @@ impl CtlConfig {
             Some(a) => Some(a),
             None => auth_at(root, "restapi")?,
         };
+        let tls = ClientSettings::from_tree(root.get("ctl"), root.get("restapi"), None)
+            .map_err(|e| e.to_string())?;
         let other_dcs = OTHER_DCS
             .iter()
             .filter(|k| root.contains_key(**k))
@@ -123,6 +130,7 @@ impl CtlConfig {
             namespace,
             etcd3,
             auth,
+            tls,
             other_dcs,
         })
     }

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::config::BasicAuth;
 use crate::dcs::model::Member;
+use crate::tls::client::ClientSettings;
 
 /// What a member answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,8 +73,10 @@ pub struct Rest {
 }
 
 impl Rest {
-    pub fn new(auth: Option<BasicAuth>) -> Result<Rest, String> {
-        let client = reqwest::Client::builder()
+    pub fn new(auth: Option<BasicAuth>, tls: &ClientSettings) -> Result<Rest, String> {
+        let client = tls
+            .http_client_builder()
+            .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_secs(2))
             .user_agent(concat!("agentctl/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -180,7 +183,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_member_is_an_error_not_a_hang() {
-        let rest = Rest::new(None).unwrap();
+        let rest = Rest::new(None, &ClientSettings::default()).unwrap();
         let m = Member {
             name: "n".into(),
             lease: 0,

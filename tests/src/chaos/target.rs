@@ -100,7 +100,7 @@ pub trait Target {
 }
 
 fn client(timeout: Duration) -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    Ok(crate::tls::http_builder()
         .timeout(timeout)
         .no_proxy()
         .build()?)

@@ -39,8 +39,11 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
         Some(p) => (Some(p.clone()), true),
         None => (default_config_path(&env), false),
     };
-    let cfg = CtlConfig::load(path.as_deref(), explicit, cli.dcs_url.as_deref(), &env)?;
-    let rest = Rest::new(cfg.auth.clone()).map_err(CtlError::failed)?;
+    let mut cfg = CtlConfig::load(path.as_deref(), explicit, cli.dcs_url.as_deref(), &env)?;
+    if cli.insecure {
+        cfg.tls.insecure = true;
+    }
+    let rest = Rest::new(cfg.auth.clone(), &cfg.tls).map_err(CtlError::failed)?;
     let mut ctx = Ctx {
         cfg,
         rest,
