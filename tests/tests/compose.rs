@@ -229,11 +229,17 @@ struct Node {
 /// handshake or the request fails.
 async fn https_get(port: u16, path: &str, certs: &Path, client: Option<&str>) -> Option<Value> {
     let mut cmd = tokio::process::Command::new("openssl");
-    cmd.args(["s_client", "-quiet", "-verify_return_error", "-servername", "localhost"])
-        .arg("-connect")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("-CAfile")
-        .arg(certs.join("ca.crt"));
+    cmd.args([
+        "s_client",
+        "-quiet",
+        "-verify_return_error",
+        "-servername",
+        "localhost",
+    ])
+    .arg("-connect")
+    .arg(format!("127.0.0.1:{port}"))
+    .arg("-CAfile")
+    .arg(certs.join("ca.crt"));
     if let Some(c) = client {
         cmd.arg("-cert")
             .arg(certs.join(format!("{c}.crt")))
@@ -575,7 +581,13 @@ async fn tls_variant(
     let replicas: Vec<usize> = (0..3).filter(|i| *i != p).collect();
     let r_names: Vec<&str> = replicas.iter().map(|i| nodes[*i].name.as_str()).collect();
     // HAProxy's checks speak HTTPS with its client certificate.
-    wait_up(stats_port, "primary", &[&nodes[p].name], Duration::from_secs(30)).await;
+    wait_up(
+        stats_port,
+        "primary",
+        &[&nodes[p].name],
+        Duration::from_secs(30),
+    )
+    .await;
     wait_up(stats_port, "replicas", &r_names, Duration::from_secs(30)).await;
     eprintln!(
         "compose TLS: primary {} and two streaming replicas (over TLS), routed by HAProxy's \
@@ -595,7 +607,11 @@ async fn tls_variant(
     )
     .await
     .unwrap_or_else(|e| panic!("write through the primary port over TLS: {e}"));
-    assert_eq!(at, format!("{} true", ips[p]), "the write went to the primary over TLS");
+    assert_eq!(
+        at,
+        format!("{} true", ips[p]),
+        "the write went to the primary over TLS"
+    );
     let certs_ref = &certs;
     let read = wait_for(
         "the row written through the primary port, read over TLS through the replica port",
@@ -617,7 +633,9 @@ async fn tls_variant(
     assert_eq!(read, "1 true");
     let plain = psql(primary_port, "disable", &certs, "SELECT 1").await;
     assert!(
-        plain.as_ref().is_err_and(|e| e.contains("no encryption") || e.contains("pg_hba")),
+        plain
+            .as_ref()
+            .is_err_and(|e| e.contains("no encryption") || e.contains("pg_hba")),
         "a plaintext connection through HAProxy must be refused: {plain:?}"
     );
     // Replication itself runs over TLS.
@@ -638,7 +656,9 @@ async fn tls_variant(
         "plain HTTP to a REST port must fail"
     );
     assert!(
-        https_get(n0.rest_port, "/patroni", &certs, None).await.is_none(),
+        https_get(n0.rest_port, "/patroni", &certs, None)
+            .await
+            .is_none(),
         "HTTPS without a client certificate must fail (verify_client: required)"
     );
     assert!(https_get(n0.rest_port, "/patroni", &certs, Some("haproxy"))
@@ -684,13 +704,24 @@ async fn tls_variant(
     // members over HTTPS with the node's client certificate.
     let (q, r) = (replicas[0], replicas[1]);
     let list = run(
-        docker(&["exec", &nodes[r].container, "agentctl", "-c", "/etc/agent/agent.yml", "list"]),
+        docker(&[
+            "exec",
+            &nodes[r].container,
+            "agentctl",
+            "-c",
+            "/etc/agent/agent.yml",
+            "list",
+        ]),
         "agentctl list (TLS)",
         log,
     )
     .await;
     for n in &nodes {
-        assert!(list.contains(&n.name), "agentctl list lacks {}:\n{list}", n.name);
+        assert!(
+            list.contains(&n.name),
+            "agentctl list lacks {}:\n{list}",
+            n.name
+        );
     }
     let switched = Instant::now();
     let out = run(
