@@ -23,7 +23,8 @@
 #
 # Rotation: run it again (the CA is kept, the other certificates are replaced),
 # then see compose/README.md, "TLS".
-# Environment: CERTS_DIR [compose/certs], CERT_DAYS [825], CA_DAYS [3650].
+# Environment: CERTS_DIR [compose/certs; a relative path is taken from compose/],
+# CERT_DAYS [825], CA_DAYS [3650].
 set -eu
 cd "$(dirname "$0")"
 dir=${CERTS_DIR:-certs}

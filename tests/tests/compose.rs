@@ -6,7 +6,13 @@
 //! impossible, `docker start`s it again and waits until it streams as a
 //! replica, runs `agentctl list` and `agentctl switchover` inside a container,
 //! adds a fourth node with `docker run` (as compose/README.md documents) and
-//! removes it again, and finally checks that `down -v` leaves nothing behind.
+//! removes it again, and checks that `down -v` leaves nothing behind. Then the
+//! TLS variant with the same image (`compose/certs.sh`,
+//! `docker-compose.tls.yml`): replication over TLS, writes and reads through
+//! HAProxy with `sslmode=verify-full` (plaintext refused), HTTPS REST APIs that
+//! refuse plain HTTP and clients without a certificate, etcd that refuses
+//! plaintext and reads without a user, and `agentctl list` and `switchover`
+//! inside a container; `down -v` again.
 //!
 //! Needs a Docker engine. Without one (`docker info` fails) the test prints a
 //! loud SKIPPED line and returns; that is the only skip. Set
