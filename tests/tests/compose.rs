@@ -6,7 +6,13 @@
 //! impossible, `docker start`s it again and waits until it streams as a
 //! replica, runs `agentctl list` and `agentctl switchover` inside a container,
 //! adds a fourth node with `docker run` (as compose/README.md documents) and
-//! removes it again, and finally checks that `down -v` leaves nothing behind.
+//! removes it again, and checks that `down -v` leaves nothing behind. Then the
+//! TLS variant with the same image (`compose/certs.sh`,
+//! `docker-compose.tls.yml`): replication over TLS, writes and reads through
+//! HAProxy with `sslmode=verify-full` (plaintext refused), HTTPS REST APIs that
+//! refuse plain HTTP and clients without a certificate, etcd that refuses
+//! plaintext and reads without a user, and `agentctl list` and `switchover`
+//! inside a container; `down -v` again.
 //!
 //! Needs a Docker engine. Without one (`docker info` fails) the test prints a
 //! loud SKIPPED line and returns; that is the only skip. Set
@@ -223,9 +229,68 @@ struct Node {
     container: String,
 }
 
+/// `GET https://127.0.0.1:<port><path>` with `openssl s_client`, verifying the
+/// server against `certs/ca.crt` and presenting `certs/<client>.crt` when a
+/// client is given; the body as JSON, whatever the status. `None` when the TLS
+/// handshake or the request fails.
+async fn https_get(port: u16, path: &str, certs: &Path, client: Option<&str>) -> Option<Value> {
+    let mut cmd = tokio::process::Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-quiet",
+        "-verify_return_error",
+        "-servername",
+        "localhost",
+    ])
+    .arg("-connect")
+    .arg(format!("127.0.0.1:{port}"))
+    .arg("-CAfile")
+    .arg(certs.join("ca.crt"));
+    if let Some(c) = client {
+        cmd.arg("-cert")
+            .arg(certs.join(format!("{c}.crt")))
+            .arg("-key")
+            .arg(certs.join(format!("{c}.key")));
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, request.as_bytes())
+        .await
+        .ok()?;
+    let out = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output())
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/").then_some(())?;
+    serde_json::from_str(body).ok()
+}
+
+/// `GET /patroni` and the like: plain HTTP, or HTTPS with a node's client
+/// certificate from `tls` (the certificates directory).
+async fn status(port: u16, path: &str, tls: Option<&Path>) -> Option<Value> {
+    match tls {
+        None => rest_get(port, path).await,
+        Some(certs) => https_get(port, path, certs, Some("node1")).await,
+    }
+}
+
 /// Wait until exactly one node is a running primary and the others are
 /// running replicas streaming from it; returns the primary's index.
 async fn wait_formed(nodes: &[Node], timeout: Duration) -> usize {
+    wait_formed_with(nodes, timeout, None).await
+}
+
+/// [`wait_formed`], asking the REST APIs over HTTPS when `tls` is given.
+async fn wait_formed_with(nodes: &[Node], timeout: Duration, tls: Option<&Path>) -> usize {
     wait_for_result(
         "one primary and two streaming replicas",
         timeout,
@@ -234,7 +299,7 @@ async fn wait_formed(nodes: &[Node], timeout: Duration) -> usize {
             let mut primaries = Vec::new();
             let mut states = Vec::new();
             for (i, n) in nodes.iter().enumerate() {
-                let Some(v) = rest_get(n.rest_port, "/patroni").await else {
+                let Some(v) = status(n.rest_port, "/patroni", tls).await else {
                     states.push(format!("{}: no answer", n.name));
                     continue;
                 };
@@ -427,6 +492,311 @@ async fn add_and_remove_replica(project: &str, image: &str, primary: &Node, log:
     drop(extra);
 }
 
+/// `psql` on the host against `127.0.0.1:<port>` (HAProxy) with `sslmode`,
+/// trusting the stack's CA: the last line of the output (`-At`), or the error.
+async fn psql(port: u16, sslmode: &str, certs: &Path, query: &str) -> Result<String, String> {
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=5 \
+         sslmode={sslmode} sslrootcert={}",
+        certs.join("ca.crt").display()
+    );
+    let out = tokio::process::Command::new(pg_bin("psql"))
+        .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-c", query])
+        .arg(conninfo)
+        .env("PGPASSWORD", SUPERUSER_PASSWORD)
+        .env_remove("PGSSLMODE")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text.trim().lines().last().unwrap_or("").to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// A command's combined output, and whether it succeeded (no panic on failure).
+async fn try_run(mut cmd: tokio::process::Command) -> (bool, String) {
+    match cmd.stdin(Stdio::null()).output().await {
+        Ok(out) => (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ),
+        Err(e) => (false, format!("cannot run: {e}")),
+    }
+}
+
+/// The TLS variant (`compose/docker-compose.tls.yml` over the same files, the
+/// same image): certificates from `compose/certs.sh`, then one primary and two
+/// streaming replicas with HTTPS REST APIs, replication over TLS and etcd with
+/// client certificates and authentication; a write through HAProxy's primary
+/// port and a read through its replica port over TLS (a plaintext connection
+/// is refused), `agentctl list` and `switchover` inside a container over HTTPS
+/// and TLS to etcd, plain HTTP to a REST port and plaintext etcd refused.
+async fn tls_variant(
+    cmd: Vec<String>,
+    mut files: Vec<PathBuf>,
+    mut env: Vec<(String, String)>,
+    dir: &Path,
+    log: &Path,
+) {
+    let started = Instant::now();
+    let root = repo_root();
+    let certs = dir.join("certs");
+    let mut gen = tokio::process::Command::new(root.join("compose/certs.sh"));
+    gen.env("CERTS_DIR", &certs);
+    run(gen, "compose/certs.sh", log).await;
+    files.push(root.join("compose/docker-compose.tls.yml"));
+    env.push(("AGENT_CERTS_DIR".into(), certs.to_string_lossy().into()));
+    let project = format!("agente2etls{}", std::process::id());
+    let stack = Stack {
+        compose: Compose {
+            cmd,
+            project: project.clone(),
+            files,
+            env,
+            log: log.to_path_buf(),
+        },
+    };
+    let c = &stack.compose;
+    c.run(&["up", "-d", "--no-build"]).await;
+    let mut nodes = Vec::new();
+    for (i, key) in ["NODE1_REST_PORT", "NODE2_REST_PORT", "NODE3_REST_PORT"]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("node{}", i + 1);
+        nodes.push(Node {
+            container: c.container(&name).await,
+            rest_port: c.env(key).parse().unwrap(),
+            name,
+        });
+    }
+    let primary_port: u16 = c.env("PRIMARY_PORT").parse().unwrap();
+    let replica_port: u16 = c.env("REPLICA_PORT").parse().unwrap();
+    let stats_port: u16 = c.env("STATS_PORT").parse().unwrap();
+    let t_up = Instant::now();
+    let p = wait_formed_with(&nodes, FORM_TIMEOUT, Some(&certs)).await;
+    let replicas: Vec<usize> = (0..3).filter(|i| *i != p).collect();
+    let r_names: Vec<&str> = replicas.iter().map(|i| nodes[*i].name.as_str()).collect();
+    // HAProxy's checks speak HTTPS with its client certificate.
+    wait_up(
+        stats_port,
+        "primary",
+        &[&nodes[p].name],
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_up(stats_port, "replicas", &r_names, Duration::from_secs(30)).await;
+    eprintln!(
+        "compose TLS: primary {} and two streaming replicas (over TLS), routed by HAProxy's \
+         HTTPS checks, {:.1}s after up",
+        nodes[p].name,
+        t_up.elapsed().as_secs_f64()
+    );
+
+    // Writes through :5000 and reads through :5001, verify-full against the CA.
+    let ips = node_ips(&nodes, log).await;
+    let at = psql(
+        primary_port,
+        "verify-full",
+        &certs,
+        "CREATE TABLE e2e_tls (v int); INSERT INTO e2e_tls VALUES (1); \
+         SELECT host(inet_server_addr()) || ' ' || ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("write through the primary port over TLS: {e}"));
+    assert_eq!(
+        at,
+        format!("{} true", ips[p]),
+        "the write went to the primary over TLS"
+    );
+    let certs_ref = &certs;
+    let read = wait_for(
+        "the row written through the primary port, read over TLS through the replica port",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async move {
+            psql(
+                replica_port,
+                "verify-full",
+                certs_ref,
+                "SELECT count(*) || ' ' || pg_is_in_recovery() FROM e2e_tls",
+            )
+            .await
+            .ok()
+            .filter(|out| out == "1 true")
+        },
+    )
+    .await;
+    assert_eq!(read, "1 true");
+    let plain = psql(primary_port, "disable", &certs, "SELECT 1").await;
+    assert!(
+        plain
+            .as_ref()
+            .is_err_and(|e| e.contains("no encryption") || e.contains("pg_hba")),
+        "a plaintext connection through HAProxy must be refused: {plain:?}"
+    );
+    // Replication itself runs over TLS.
+    let repl = psql(
+        primary_port,
+        "verify-full",
+        &certs,
+        "SELECT count(*) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE s.ssl",
+    )
+    .await
+    .unwrap();
+    assert_eq!(repl, "2", "both replicas stream over TLS");
+
+    // The REST API: HTTPS with a client certificate only.
+    let n0 = &nodes[0];
+    assert!(
+        rest_get(n0.rest_port, "/patroni").await.is_none(),
+        "plain HTTP to a REST port must fail"
+    );
+    assert!(
+        https_get(n0.rest_port, "/patroni", &certs, None)
+            .await
+            .is_none(),
+        "HTTPS without a client certificate must fail (verify_client: required)"
+    );
+    assert!(https_get(n0.rest_port, "/patroni", &certs, Some("haproxy"))
+        .await
+        .is_some_and(|v| v["state"] == "running"));
+
+    // etcd: no plaintext, and no keys without a user.
+    let etcd1 = c.container("etcd1").await;
+    let (ok, out) = try_run(docker(&[
+        "exec",
+        &etcd1,
+        "etcdctl",
+        "--endpoints=http://127.0.0.1:2379",
+        "--dial-timeout=3s",
+        "--command-timeout=5s",
+        "get",
+        "--prefix",
+        "/service/",
+    ]))
+    .await;
+    assert!(!ok, "plaintext etcd must fail:\n{out}");
+    let (ok, out) = try_run(docker(&[
+        "exec",
+        &etcd1,
+        "etcdctl",
+        "--endpoints=https://127.0.0.1:2379",
+        "--cacert=/etc/etcd/tls/ca.crt",
+        "--cert=/etc/etcd/tls/etcd.crt",
+        "--key=/etc/etcd/tls/etcd.key",
+        "--dial-timeout=3s",
+        "--command-timeout=5s",
+        "get",
+        "--prefix",
+        "/service/",
+    ]))
+    .await;
+    assert!(
+        !ok && out.contains("permission denied"),
+        "etcd without a user must refuse reads (authentication on):\n{out}"
+    );
+
+    // agentctl inside a container: etcd over TLS with user/password, the
+    // members over HTTPS with the node's client certificate.
+    let (q, r) = (replicas[0], replicas[1]);
+    let list = run(
+        docker(&[
+            "exec",
+            &nodes[r].container,
+            "agentctl",
+            "-c",
+            "/etc/agent/agent.yml",
+            "list",
+        ]),
+        "agentctl list (TLS)",
+        log,
+    )
+    .await;
+    for n in &nodes {
+        assert!(
+            list.contains(&n.name),
+            "agentctl list lacks {}:\n{list}",
+            n.name
+        );
+    }
+    let switched = Instant::now();
+    let out = run(
+        docker(&[
+            "exec",
+            &nodes[r].container,
+            "agentctl",
+            "-c",
+            "/etc/agent/agent.yml",
+            "switchover",
+            "--leader",
+            &nodes[p].name,
+            "--candidate",
+            &nodes[q].name,
+            "--force",
+        ]),
+        "agentctl switchover (TLS)",
+        log,
+    )
+    .await;
+    eprintln!("compose TLS: agentctl switchover\n{out}");
+    let want = format!("{} false", ips[q]);
+    let want = &want;
+    wait_for(
+        "a write through the primary port on the switchover candidate",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async move {
+            psql(
+                primary_port,
+                "verify-full",
+                certs_ref,
+                "INSERT INTO e2e_tls VALUES (2); \
+                 SELECT host(inet_server_addr()) || ' ' || pg_is_in_recovery()",
+            )
+            .await
+            .ok()
+            .filter(|out| out == want)
+        },
+    )
+    .await;
+    eprintln!(
+        "compose TLS: switchover to {}: first write through HAProxy there {:.1}s later",
+        nodes[q].name,
+        switched.elapsed().as_secs_f64()
+    );
+    let again = wait_formed_with(&nodes, Duration::from_secs(90), Some(&certs)).await;
+    assert_eq!(again, q);
+
+    drop(stack);
+    let label = format!("label=com.docker.compose.project={project}");
+    for what in [
+        &["ps", "-aq", "--filter", &label][..],
+        &["volume", "ls", "-q", "--filter", &label][..],
+        &["network", "ls", "-q", "--filter", &label][..],
+    ] {
+        let left = run(docker(what), "docker ls", log).await;
+        assert!(
+            left.trim().is_empty(),
+            "left behind after down -v ({}): {left}",
+            what[0]
+        );
+    }
+    eprintln!(
+        "compose TLS: variant end to end in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_stack_end_to_end() {
     if let Err(why) = docker_engine() {
@@ -526,6 +896,7 @@ async fn compose_stack_end_to_end() {
     );
 
     // 2. The stack.
+    let tls_setup = (cmd.clone(), files.clone(), env.clone());
     let project = format!("agente2e{}", std::process::id());
     let stack = Stack {
         compose: Compose {
@@ -790,6 +1161,10 @@ async fn compose_stack_end_to_end() {
             what[0]
         );
     }
+    // 10. The same image, the TLS variant.
+    let (tls_cmd, tls_files, tls_env) = tls_setup;
+    tls_variant(tls_cmd, tls_files, tls_env, dir.path(), &log).await;
+
     eprintln!(
         "compose: end to end in {:.1}s (image build {:.1}s)",
         started.elapsed().as_secs_f64(),
