@@ -434,8 +434,9 @@ async fn patronictl_and_haproxy_over_https() {
     assert_eq!(is_in_recovery(&haproxy.primary_port()).await, Some(false));
 }
 
-/// Fail closed: an agent whose REST API certificate cannot be used does not
-/// start (no plain-HTTP fallback), and says which key is wrong.
+/// Fail closed: an agent whose REST API key cannot be used (an encrypted key with
+/// the wrong password) does not start (no plain-HTTP fallback), and says which
+/// key is wrong; with the right `keyfile_password` it serves HTTPS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unusable_certificate_stops_the_start() {
     let certs_dir = TestDir::new("bad-cert-certs");
@@ -463,7 +464,7 @@ async fn an_unusable_certificate_stops_the_start() {
         .configure(https_config(&certs, "none"))
         .configure(move |_, cfg| {
             cfg["restapi"]["keyfile"] = json!(enc);
-            cfg["restapi"]["keyfile_password"] = json!("secret");
+            cfg["restapi"]["keyfile_password"] = json!("not the password");
         })
         .start()
         .await;
@@ -480,11 +481,18 @@ async fn an_unusable_certificate_stops_the_start() {
     .await;
     let log = node.log_tail(20);
     assert!(
-        log.contains("restapi.keyfile:") && log.contains("encrypted"),
+        log.contains("restapi.keyfile:") && log.contains("cannot decrypt"),
         "{log}"
     );
     assert!(
         !node.data_dir().join("PG_VERSION").exists(),
         "postgres was set up anyway"
     );
+
+    let mut config = node.config().clone();
+    config["restapi"]["keyfile_password"] = json!("secret");
+    node.write_config(config);
+    node.start();
+    let p = cluster.wait_primary().await;
+    assert_eq!(p, 0);
 }

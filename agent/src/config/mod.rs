@@ -92,9 +92,9 @@ pub struct RestApiConfig {
     /// PEM private key of `certfile` (default: the key inside `certfile`).
     #[serde(default)]
     pub keyfile: Option<PathBuf>,
-    /// Password of an encrypted `keyfile` (encrypted keys are refused at start).
+    /// Password of an encrypted (PKCS#8) `keyfile`.
     #[serde(default)]
-    pub keyfile_password: Option<String>,
+    pub keyfile_password: Option<Secret>,
     /// PEM CA bundle that client certificates are verified against.
     #[serde(default)]
     pub cafile: Option<PathBuf>,
@@ -184,6 +184,23 @@ impl std::fmt::Debug for Etcd3Config {
 }
 
 /// `Some("<redacted>")` for a set secret, for `Debug` output.
+/// A password (`keyfile_password`): serialized as is, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 pub(crate) fn redacted(secret: &Option<String>) -> Option<&'static str> {
     secret.as_ref().map(|_| "<redacted>")
 }

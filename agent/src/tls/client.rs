@@ -29,7 +29,7 @@ pub struct ClientSettings {
     pub cacert_key: &'static str,
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
-    pub keyfile_password: Option<String>,
+    pub keyfile_password: Option<crate::config::Secret>,
     pub insecure: bool,
 }
 
@@ -78,7 +78,7 @@ impl ClientSettings {
             cacert_key,
             certfile: path(string(ctl, "ctl", "certfile")?),
             keyfile: path(string(ctl, "ctl", "keyfile")?),
-            keyfile_password: string(ctl, "ctl", "keyfile_password")?,
+            keyfile_password: string(ctl, "ctl", "keyfile_password")?.map(crate::config::Secret),
             insecure: insecure.unwrap_or(ctl_insecure),
         })
     }
@@ -124,7 +124,7 @@ impl ClientSettings {
                     key_path,
                     key_name,
                     "ctl.keyfile_password",
-                    self.keyfile_password.as_deref(),
+                    self.keyfile_password.as_ref().map(|p| p.expose()),
                 )?;
                 builder.with_client_auth_cert(certs, key).map_err(|e| {
                     TlsError::new(key_name, format!("does not go with ctl.certfile: {e}"))

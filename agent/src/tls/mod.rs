@@ -77,8 +77,12 @@ pub fn load_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>
     Ok(certs)
 }
 
-/// The private key in the PEM file `path`. Encrypted keys are refused: no
-/// pure-Rust decryption is linked, and a key we cannot use must stop the start.
+/// The private key in the PEM file `path`. An encrypted PKCS#8 key (`BEGIN
+/// ENCRYPTED PRIVATE KEY`, what `openssl genpkey -aes256` and `openssl pkcs8
+/// -topk8` write) is decrypted with `password` (PBES2: PBKDF2 or scrypt with
+/// AES-CBC); a legacy OpenSSL-encrypted PEM (`Proc-Type: 4,ENCRYPTED`), a
+/// missing or wrong password is an error naming the key: a key we cannot use
+/// stops the start.
 pub fn load_key(
     path: &Path,
     key: &str,
@@ -87,32 +91,40 @@ pub fn load_key(
 ) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read(path, key)?;
     let text = String::from_utf8_lossy(&bytes);
-    if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
-        let why = if password.is_some() {
-            format!(
-                "{password_key} is set, but encrypted private keys are not supported by this build"
-            )
-        } else {
-            format!("the key is encrypted and {password_key} is not set (encrypted keys are not supported by this build)")
+    let fail = |why: String| TlsError::new(key, format!("{}: {why}", path.display()));
+    if text.contains("Proc-Type: 4,ENCRYPTED") {
+        return Err(fail(format!(
+            "a legacy OpenSSL-encrypted key cannot be read; convert it to encrypted PKCS#8 \
+             (openssl pkcs8 -topk8 -v2 aes-256-cbc -in KEY -out KEY.p8) and set {password_key}"
+        )));
+    }
+    if text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
+        let Some(password) = password else {
+            return Err(fail(format!("the key is encrypted and {password_key} is not set")));
         };
-        return Err(TlsError::new(
-            key,
-            format!(
-                "{}: {why}; store the key unencrypted, readable only by the agent's user \
-                 (openssl pkey -in KEY -out KEY.plain; chmod 600 KEY.plain)",
-                path.display()
-            ),
-        ));
+        return decrypt_pkcs8(&text, password)
+            .map_err(|e| fail(format!("cannot decrypt the key with {password_key}: {e}")));
     }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
-        TlsError::new(
-            key,
-            format!(
-                "{}: no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}",
-                path.display()
-            ),
-        )
+        fail(format!(
+            "no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"
+        ))
     })
+}
+
+/// Decrypt a PEM `ENCRYPTED PRIVATE KEY` into a PKCS#8 key.
+fn decrypt_pkcs8(pem: &str, password: &str) -> Result<PrivateKeyDer<'static>, String> {
+    use pkcs8::der::Decode;
+    let (label, der) = pkcs8::Document::from_pem(pem.trim()).map_err(|e| e.to_string())?;
+    if label != "ENCRYPTED PRIVATE KEY" {
+        return Err(format!("unexpected PEM block {label}"));
+    }
+    let info =
+        pkcs8::EncryptedPrivateKeyInfo::from_der(der.as_bytes()).map_err(|e| e.to_string())?;
+    let plain = info
+        .decrypt(password)
+        .map_err(|e| format!("{e} (wrong password?)"))?;
+    Ok(PrivateKeyDer::Pkcs8(plain.as_bytes().to_vec().into()))
 }
 
 /// A root store with every certificate of the CA bundle `path`.
@@ -145,7 +157,7 @@ mod tests {
     }
 
     #[test]
-    fn encrypted_keys_are_refused_naming_the_key() {
+    fn encrypted_keys_need_their_password() {
         let enc = temp(
             "enc.key",
             "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n",
@@ -159,9 +171,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "restapi.keyfile");
         assert!(
-            e.message.contains(
-                "restapi.keyfile_password is set, but encrypted private keys are not supported"
-            ),
+            e.message
+                .contains("cannot decrypt the key with restapi.keyfile_password"),
             "{e}"
         );
         let e = load_key(&enc, "restapi.keyfile", "restapi.keyfile_password", None).unwrap_err();
@@ -170,7 +181,38 @@ mod tests {
             "legacy.key",
             "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nMIIB\n-----END RSA PRIVATE KEY-----\n",
         );
-        assert!(load_key(&legacy, "ctl.keyfile", "ctl.keyfile_password", None).is_err());
+        let e = load_key(&legacy, "ctl.keyfile", "ctl.keyfile_password", None).unwrap_err();
+        assert!(e.message.contains("legacy OpenSSL-encrypted"), "{e}");
+    }
+
+    /// A real key, encrypted by `openssl pkcs8 -topk8 -v2 aes-256-cbc` (PBKDF2-SHA256):
+    /// the right password gives the same key as the plain file, a wrong one an error.
+    #[test]
+    fn encrypted_pkcs8_keys_are_decrypted() {
+        let Ok(out) = std::process::Command::new("openssl").arg("version").output() else {
+            panic!("this test needs the openssl CLI (Debian package openssl)");
+        };
+        assert!(out.status.success());
+        let dir = std::env::temp_dir().join(format!("agent-tls-enc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let plain = dir.join("plain.key");
+        let enc = dir.join("enc.key");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .expect("openssl runs");
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let p = |x: &std::path::Path| x.to_string_lossy().into_owned();
+        run(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &p(&plain)]);
+        run(&["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", &p(&plain), "-out", &p(&enc), "-passout", "pass:s3cret"]);
+        let want = load_key(&plain, "restapi.keyfile", "restapi.keyfile_password", None).unwrap();
+        let got = load_key(&enc, "restapi.keyfile", "restapi.keyfile_password", Some("s3cret")).unwrap();
+        assert_eq!(got.secret_der(), want.secret_der());
+        let e = load_key(&enc, "restapi.keyfile", "restapi.keyfile_password", Some("nope")).unwrap_err();
+        assert!(e.message.contains("wrong password"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

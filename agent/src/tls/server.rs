@@ -28,7 +28,7 @@ pub enum VerifyClient {
 pub struct ServerSettings {
     pub certfile: PathBuf,
     pub keyfile: Option<PathBuf>,
-    pub keyfile_password: Option<String>,
+    pub keyfile_password: Option<crate::config::Secret>,
     pub cafile: Option<PathBuf>,
     pub ciphers: Option<String>,
     pub verify_client: VerifyClient,
@@ -64,7 +64,7 @@ impl ServerSettings {
             key_path,
             key_name,
             "restapi.keyfile_password",
-            self.keyfile_password.as_deref(),
+            self.keyfile_password.as_ref().map(|p| p.expose()),
         )?;
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
