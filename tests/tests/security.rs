@@ -458,6 +458,8 @@ async fn an_unusable_certificate_stops_the_start() {
         .status()
         .expect("openssl pkcs8");
     assert!(status.success());
+    // Readable by the agent (it runs as postgres): the failure must be the password.
+    agent_tests::proc::chown_to_postgres(&encrypted);
     let enc = encrypted.clone();
     let mut cluster = ClusterFixture::builder("bad_cert")
         .nodes(1)

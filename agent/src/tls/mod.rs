@@ -100,7 +100,9 @@ pub fn load_key(
     }
     if text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
         let Some(password) = password else {
-            return Err(fail(format!("the key is encrypted and {password_key} is not set")));
+            return Err(fail(format!(
+                "the key is encrypted and {password_key} is not set"
+            )));
         };
         return decrypt_pkcs8(&text, password)
             .map_err(|e| fail(format!("cannot decrypt the key with {password_key}: {e}")));
@@ -189,7 +191,10 @@ mod tests {
     /// the right password gives the same key as the plain file, a wrong one an error.
     #[test]
     fn encrypted_pkcs8_keys_are_decrypted() {
-        let Ok(out) = std::process::Command::new("openssl").arg("version").output() else {
+        let Ok(out) = std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+        else {
             panic!("this test needs the openssl CLI (Debian package openssl)");
         };
         assert!(out.status.success());
@@ -202,15 +207,50 @@ mod tests {
                 .args(args)
                 .output()
                 .expect("openssl runs");
-            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         };
         let p = |x: &std::path::Path| x.to_string_lossy().into_owned();
-        run(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &p(&plain)]);
-        run(&["pkcs8", "-topk8", "-v2", "aes-256-cbc", "-in", &p(&plain), "-out", &p(&enc), "-passout", "pass:s3cret"]);
+        run(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &p(&plain),
+        ]);
+        run(&[
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes-256-cbc",
+            "-in",
+            &p(&plain),
+            "-out",
+            &p(&enc),
+            "-passout",
+            "pass:s3cret",
+        ]);
         let want = load_key(&plain, "restapi.keyfile", "restapi.keyfile_password", None).unwrap();
-        let got = load_key(&enc, "restapi.keyfile", "restapi.keyfile_password", Some("s3cret")).unwrap();
+        let got = load_key(
+            &enc,
+            "restapi.keyfile",
+            "restapi.keyfile_password",
+            Some("s3cret"),
+        )
+        .unwrap();
         assert_eq!(got.secret_der(), want.secret_der());
-        let e = load_key(&enc, "restapi.keyfile", "restapi.keyfile_password", Some("nope")).unwrap_err();
+        let e = load_key(
+            &enc,
+            "restapi.keyfile",
+            "restapi.keyfile_password",
+            Some("nope"),
+        )
+        .unwrap_err();
         assert!(e.message.contains("wrong password"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
