@@ -84,6 +84,22 @@ pub(super) fn validate(
         })?;
     }
 
+    // Scripts: each command line must split into a program and its arguments.
+    let c = &cfg.postgresql.callbacks;
+    for (key, cmd) in [
+        ("postgresql.callbacks.on_start", &c.on_start),
+        ("postgresql.callbacks.on_stop", &c.on_stop),
+        ("postgresql.callbacks.on_restart", &c.on_restart),
+        ("postgresql.callbacks.on_reload", &c.on_reload),
+        ("postgresql.callbacks.on_role_change", &c.on_role_change),
+        ("postgresql.pre_promote", &cfg.postgresql.pre_promote),
+        ("postgresql.before_stop", &cfg.postgresql.before_stop),
+    ] {
+        if let Some(cmd) = cmd {
+            crate::postgres::callbacks::split(cmd).map_err(|m| err(key, m))?;
+        }
+    }
+
     // REST API. Patroni binds `*:port` and `:port` to all interfaces; so do we,
     // by rewriting them to an address a socket can bind.
     let (host, port) =
