@@ -412,9 +412,9 @@ pub struct PostgresqlConfig {
     #[serde(default)]
     pub create_replica_methods: Option<Value>,
     /// Scripts run after postgres starts, stops, restarts, reloads or changes
-    /// role (Patroni's `postgresql.callbacks`).
+    /// role (Patroni's `postgresql.callbacks`; an empty `callbacks:` is none).
     #[serde(default)]
-    pub callbacks: CallbackCommands,
+    pub callbacks: Option<CallbackCommands>,
     /// Run (and waited for) after the leader key is taken, before promoting; a
     /// non-zero exit aborts the promotion and releases the key.
     #[serde(default)]

@@ -85,7 +85,7 @@ pub(super) fn validate(
     }
 
     // Scripts: each command line must split into a program and its arguments.
-    let c = &cfg.postgresql.callbacks;
+    let c = cfg.postgresql.callbacks.clone().unwrap_or_default();
     for (key, cmd) in [
         ("postgresql.callbacks.on_start", &c.on_start),
         ("postgresql.callbacks.on_stop", &c.on_stop),
@@ -416,7 +416,10 @@ mod tests {
         let (cfg, warnings) = load(&text).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(
-            cfg.postgresql.callbacks.on_role_change.as_deref(),
+            cfg.postgresql
+                .callbacks
+                .as_ref()
+                .and_then(|c| c.on_role_change.as_deref()),
             Some("/bin/vip.sh 'eth 0'")
         );
         let text = edit("postgresql.pre_promote", Some("/bin/fence.sh".into()));
@@ -430,7 +433,8 @@ mod tests {
             Some(serde_json::json!({"on_stop": "a\\"})),
         ));
         assert!(e.contains("postgresql.callbacks.on_stop"), "{e}");
-        // an empty command is no script
+        // an empty command is no script; an empty `callbacks:` is none
+        load(&edit("postgresql.callbacks", Some(serde_json::Value::Null))).unwrap();
         load(&edit(
             "postgresql.callbacks",
             Some(serde_json::json!({"on_stop": ""})),

@@ -110,7 +110,7 @@ impl Scripts {
     pub fn from_config(cfg: &Config) -> Scripts {
         let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
         Scripts {
-            callbacks: cfg.postgresql.callbacks.clone(),
+            callbacks: cfg.postgresql.callbacks.clone().unwrap_or_default(),
             pre_promote: non_empty(&cfg.postgresql.pre_promote),
             before_stop: non_empty(&cfg.postgresql.before_stop),
         }
