@@ -212,8 +212,10 @@ impl PgCtl {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_some_and(|c| c.exited.borrow().is_none());
-        if running {
-            // Patroni's before_stop: waited for, bounded by the stop's timeout.
+        // Patroni's before_stop: waited for, bounded by the stop's timeout. Not
+        // before an immediate stop: that is the emergency path (a primary that
+        // lost its key, a crash), which must not wait for a script.
+        if running && mode != StopMode::Immediate {
             self.callbacks.before_stop(timeout).await;
         }
         let (pid, mut exited) = {
