@@ -12,7 +12,8 @@
 //!   loader, `PATCH /config` and `agentctl edit-config` share.
 //! - [`dcs`]: etcd: the key layout and value formats ([`dcs::model`], pure) and the client ([`dcs::etcd`]).
 //! - [`postgres`]: the postgres child process, its configuration files, probes, initdb,
-//!   pg_basebackup, pg_rewind; the WAL sampler behind `GET /patroni`
+//!   pg_basebackup, pg_rewind; the user's scripts (Patroni's callbacks,
+//!   `pre_promote`, `before_stop`: [`postgres::callbacks`]); the WAL sampler behind `GET /patroni`
 //!   ([`postgres::WalSampler`]); the plain types `ha` decides on
 //!   ([`postgres::DataDir`], [`postgres::Source`], ...). It imports neither `ha`
 //!   nor `status`.

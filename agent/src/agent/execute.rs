@@ -130,7 +130,12 @@ impl Agent {
                 };
                 ha::memory::apply(&mut self.memory, Event::Done(action));
                 self.probe.reset();
-                self.pg.stop(*mode, t).await.map(|_| true)
+                let was_running = self.pg.is_running();
+                let r = self.pg.stop(*mode, t).await;
+                if r.is_ok() && was_running {
+                    self.pg.callbacks.call(CallbackAction::OnStop, role_of(obs));
+                }
+                r.map(|_| true)
             }
             Action::Follow(src) => {
                 let use_slots = self.dynamic.postgresql.use_slots;
@@ -142,6 +147,9 @@ impl Agent {
                     .and_then(|_| self.pg.reload());
                 if r.is_ok() {
                     ha::memory::apply(&mut self.memory, Event::Done(action));
+                    self.pg
+                        .callbacks
+                        .call(CallbackAction::OnReload, role_of(obs));
                 }
                 r.map(|_| true)
             }
@@ -227,6 +235,11 @@ impl Agent {
                 let r = self.pg.reload_config(&self.dynamic_params);
                 if r.is_ok() {
                     tracing::info!("configuration files rewritten, postgres reloaded");
+                    if self.pg.is_running() {
+                        self.pg
+                            .callbacks
+                            .call(CallbackAction::OnReload, role_of(obs));
+                    }
                 }
                 r.map(|_| true)
             }
@@ -307,6 +320,11 @@ impl Agent {
         };
         let etcd = self.etcd.handle();
         let http = self.http.clone();
+        let role_now = role_of(obs);
+        let was_running = self.pg.is_running();
+        // pre_promote runs while we hold the key; the lease outlives it only if
+        // it ends within ttl.
+        let pre_promote_timeout = crate::config::duration(self.dynamic.ttl.max(1.0));
         let retain_slots = obs
             .cluster
             .as_ref()
@@ -347,24 +365,40 @@ impl Agent {
                 match action {
                     Action::Bootstrap => {
                         let sysid = pg.bootstrap(&params, start_timeout).await?;
+                        pg.callbacks.call(CallbackAction::OnStart, CallbackRole::Primary);
                         Ok(LongOutcome::Bootstrapped(sysid))
                     }
                     Action::Clone(src) => {
                         pg.basebackup(&src).await?;
                         let standby = pg.standby_conf(Some(&src), use_slots);
                         pg.start(&params, Some(standby), replica_timeout).await?;
+                        pg.callbacks.started(CallbackRole::Replica);
                         Ok(LongOutcome::Following(Some(src.name)))
                     }
                     Action::StartPrimary => {
                         pg.start(&params, None, start_timeout).await?;
+                        pg.callbacks.started(CallbackRole::Primary);
                         Ok(LongOutcome::Done)
                     }
                     Action::StartReplica(src) => {
                         let standby = pg.standby_conf(src.as_ref(), use_slots);
                         pg.start(&params, Some(standby), replica_timeout).await?;
+                        pg.callbacks.started(CallbackRole::Replica);
                         Ok(LongOutcome::Following(src.map(|s| s.name)))
                     }
                     Action::Promote => {
+                        // Patroni's pre_promote: a fencing script run while we
+                        // hold the key; unless it exits with 0 we do not promote
+                        // and let go of the key.
+                        if !pg.callbacks.pre_promote(pre_promote_timeout).await {
+                            match etcd.release_leader().await {
+                                Ok(_) => tracing::warn!(
+                                    "released the leader key: the pre_promote script failed"
+                                ),
+                                Err(e) => tracing::error!("could not release the leader key: {e}"),
+                            }
+                            return Ok(LongOutcome::PrePromoteFailed);
+                        }
                         let rows = pg
                             .execute(&params, "SELECT pg_catalog.pg_promote(true, 60)", Duration::from_secs(70))
                             .await?;
@@ -375,6 +409,7 @@ impl Agent {
                             bail!("pg_promote() did not complete");
                         }
                         pg.mark_promoted();
+                        pg.callbacks.call(CallbackAction::OnRoleChange, CallbackRole::Primary);
                         // The first checkpoint on the new timeline puts it into
                         // pg_control, which pg_rewind on the old primary reads.
                         // Writes do not wait for it.
@@ -389,6 +424,9 @@ impl Agent {
                     }
                     Action::Rewind(src) => {
                         pg.stop(StopMode::Fast, Duration::from_secs(60)).await?;
+                        if was_running {
+                            pg.callbacks.call(CallbackAction::OnStop, role_now);
+                        }
                         pg.rewind(&src).await?;
                         Ok(LongOutcome::Done)
                     }
@@ -396,6 +434,9 @@ impl Agent {
                         // Fast shutdown writes the shutdown checkpoint; the walsenders
                         // deliver it to the streaming replicas before they exit.
                         pg.stop(StopMode::Fast, stop_timeout).await?;
+                        if was_running {
+                            pg.callbacks.call(CallbackAction::OnStop, CallbackRole::Demoted);
+                        }
                         // only a clean shutdown's checkpoint is the end of our WAL
                         let checkpoint = pg
                             .controldata()
@@ -415,25 +456,32 @@ impl Agent {
                         }
                         let standby = pg.standby_conf(candidate.as_ref(), use_slots);
                         pg.start(&params, Some(standby), replica_timeout).await?;
+                        pg.callbacks.started(CallbackRole::Replica);
                         Ok(LongOutcome::Following(candidate.map(|c| c.name)))
                     }
                     Action::Restart { primary, follow } => {
                         pg.stop(StopMode::Fast, stop_timeout).await?;
                         if primary {
                             pg.start(&params, None, start_timeout).await?;
+                            pg.callbacks.call(CallbackAction::OnRestart, CallbackRole::Primary);
                             Ok(LongOutcome::Done)
                         } else {
                             let standby = pg.standby_conf(follow.as_ref(), use_slots);
                             pg.start(&params, Some(standby), replica_timeout).await?;
+                            pg.callbacks.call(CallbackAction::OnRestart, CallbackRole::Replica);
                             Ok(LongOutcome::Following(follow.map(|s| s.name)))
                         }
                     }
                     Action::Reinitialize(src) => {
                         pg.stop(StopMode::Immediate, Duration::from_secs(10)).await?;
+                        if was_running {
+                            pg.callbacks.call(CallbackAction::OnStop, role_now);
+                        }
                         pg.remove_data_dir().await?;
                         pg.basebackup(&src).await?;
                         let standby = pg.standby_conf(Some(&src), use_slots);
                         pg.start(&params, Some(standby), replica_timeout).await?;
+                        pg.callbacks.started(CallbackRole::Replica);
                         Ok(LongOutcome::Following(Some(src.name)))
                     }
                     other => bail!("not a long action: {other:?}"),
@@ -522,6 +570,9 @@ impl Agent {
                 ..new.restapi.clone()
             };
         }
+        self.pg
+            .callbacks
+            .update(crate::postgres::callbacks::Scripts::from_config(&new));
         self.settings = settings_from(&cfg);
         self.cfg = cfg;
         tracing::info!("configuration file re-read");
@@ -556,6 +607,15 @@ impl Agent {
         warnings.extend(crate::config::open_api_warning(&new.restapi));
         self.access.set(policy);
         self.security_warnings = warnings;
+    }
+}
+
+/// The role a callback reports for postgres as this cycle saw it.
+fn role_of(obs: &Observation) -> CallbackRole {
+    if obs.pg.is_primary() {
+        CallbackRole::Primary
+    } else {
+        CallbackRole::Replica
     }
 }
 

@@ -35,6 +35,7 @@ use crate::ha::fence::{LeaderKey, LeaseRenewal};
 use crate::ha::{
     self, Action, DataDir, Decision, LongKind, Memory, Observation, PgView, Settings, StopMode,
 };
+use crate::postgres::callbacks::{CallbackAction, CallbackRole};
 use crate::postgres::{PgCtl, PgSettings, Probe, ProbeResult, ProcState, WalSampler};
 use crate::status::{Cycle, NodeStatus, Role, VERSION};
 use crate::tls::client::ClientSettings;
@@ -68,6 +69,8 @@ enum LongOutcome {
     Done,
     Bootstrapped(String),
     Following(Option<String>),
+    /// The pre_promote script failed: not promoted, leader key released.
+    PrePromoteFailed,
 }
 
 /// The running agent.
@@ -154,7 +157,11 @@ impl Agent {
         let access = Arc::new(Access::new(policy));
         let client_tls = client_settings(&cfg)?;
         let pg_settings = PgSettings::from_config(&cfg)?;
-        let pg = Arc::new(PgCtl::new(pg_settings, wake.clone()));
+        let pg = Arc::new(PgCtl::new(
+            pg_settings,
+            wake.clone(),
+            crate::postgres::callbacks::Scripts::from_config(&cfg),
+        ));
         let etcd = Etcd::connect(&cfg.etcd3, &cfg.cluster_prefix(), &cfg.name).await?;
         let settings = settings_from(&cfg);
         // Until etcd says otherwise, the bootstrap section is our best guess of the timings.
@@ -346,15 +353,24 @@ impl Agent {
             t.handle.abort();
         }
         // 2. Stop postgres first, so no write is accepted after we let go of the key.
-        let was_primary =
-            self.pg.is_running() && self.last_probe.as_ref().is_some_and(|p| !p.in_recovery);
+        let was_running = self.pg.is_running();
+        let was_primary = was_running && self.last_probe.as_ref().is_some_and(|p| !p.in_recovery);
         let stop_timeout = if self.dynamic.primary_stop_timeout > 0.0 {
             crate::config::duration(self.dynamic.primary_stop_timeout)
         } else {
             Duration::from_secs(60)
         };
-        if let Err(e) = self.pg.stop(StopMode::Fast, stop_timeout).await {
-            tracing::error!("stopping postgres: {e:#}");
+        match self.pg.stop(StopMode::Fast, stop_timeout).await {
+            Err(e) => tracing::error!("stopping postgres: {e:#}"),
+            Ok(()) if was_running => {
+                let role = if was_primary {
+                    CallbackRole::Primary
+                } else {
+                    CallbackRole::Replica
+                };
+                self.pg.callbacks.call(CallbackAction::OnStop, role);
+            }
+            Ok(()) => {}
         }
         // 3. Publish where our WAL ends (the shutdown checkpoint), so the
         //    candidates judge their lag against the real last position.
@@ -383,6 +399,8 @@ impl Agent {
         // 5. Tell the others we are stopped (the key expires with our lease).
         let data = self.member_data(None, "stopped");
         let _ = self.etcd.touch_member(&data).await;
+        // 6. Give the on_stop callback a moment (it keeps running if slower).
+        self.pg.callbacks.drain(Duration::from_secs(10)).await;
         tracing::info!("agent stopped");
     }
 

@@ -29,15 +29,19 @@ impl Agent {
             Ok(LongOutcome::Done) => LongEnd::Done,
             Ok(LongOutcome::Bootstrapped(sysid)) => LongEnd::Bootstrapped(sysid),
             Ok(LongOutcome::Following(f)) => LongEnd::Following(f),
+            Ok(LongOutcome::PrePromoteFailed) => LongEnd::PrePromoteFailed,
             Err(e) => LongEnd::Failed(format!("{e:#}")),
         };
         match &end {
             LongEnd::Failed(message) => {
                 tracing::error!("{} failed: {message}", t.kind.describe())
             }
+            LongEnd::PrePromoteFailed => tracing::warn!(
+                "promotion cancelled because the pre_promote script failed; leader key released"
+            ),
             _ => tracing::info!("{} finished", t.kind.describe()),
         }
-        if t.kind == LongKind::Demote {
+        if t.kind == LongKind::Demote || end == LongEnd::PrePromoteFailed {
             // the demotion released the key, or gave up on it
             self.holds_lock = false;
         }

@@ -411,8 +411,33 @@ pub struct PostgresqlConfig {
     /// Unsupported keys we accept and ignore (warned about).
     #[serde(default)]
     pub create_replica_methods: Option<Value>,
+    /// Scripts run after postgres starts, stops, restarts, reloads or changes
+    /// role (Patroni's `postgresql.callbacks`; an empty `callbacks:` is none).
     #[serde(default)]
-    pub callbacks: Option<Value>,
+    pub callbacks: Option<CallbackCommands>,
+    /// Run (and waited for) after the leader key is taken, before promoting; a
+    /// non-zero exit aborts the promotion and releases the key.
+    #[serde(default)]
+    pub pre_promote: Option<String>,
+    /// Run (and waited for) before postgres is stopped; its exit code is logged.
+    #[serde(default)]
+    pub before_stop: Option<String>,
+}
+
+/// `postgresql.callbacks`: a command line per event, split like a shell would
+/// (no shell runs it); `action role scope` are appended.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct CallbackCommands {
+    #[serde(default)]
+    pub on_start: Option<String>,
+    #[serde(default)]
+    pub on_stop: Option<String>,
+    #[serde(default)]
+    pub on_restart: Option<String>,
+    #[serde(default)]
+    pub on_reload: Option<String>,
+    #[serde(default)]
+    pub on_role_change: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

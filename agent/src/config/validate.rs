@@ -84,6 +84,23 @@ pub(super) fn validate(
         })?;
     }
 
+    // Scripts: each command line must split into a program and its arguments.
+    let c = cfg.postgresql.callbacks.clone().unwrap_or_default();
+    for (key, cmd) in [
+        ("postgresql.callbacks.on_start", &c.on_start),
+        ("postgresql.callbacks.on_stop", &c.on_stop),
+        ("postgresql.callbacks.on_restart", &c.on_restart),
+        ("postgresql.callbacks.on_reload", &c.on_reload),
+        ("postgresql.callbacks.on_role_change", &c.on_role_change),
+        ("postgresql.pre_promote", &cfg.postgresql.pre_promote),
+        ("postgresql.before_stop", &cfg.postgresql.before_stop),
+    ] {
+        // an empty command is no script, as in Patroni
+        if let Some(cmd) = cmd.as_deref().filter(|c| !c.trim().is_empty()) {
+            crate::postgres::callbacks::split(cmd).map_err(|m| err(key, m))?;
+        }
+    }
+
     // REST API. Patroni binds `*:port` and `:port` to all interfaces; so do we,
     // by rewriting them to an address a socket can bind.
     let (host, port) =
@@ -387,6 +404,54 @@ fn check_etcd_endpoints(cfg: &Config, file: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::super::testing::*;
     use super::*;
+
+    #[test]
+    fn scripts_are_read_and_bad_command_lines_refused() {
+        let text = edit(
+            "postgresql.callbacks",
+            Some(
+                serde_json::json!({"on_role_change": "/bin/vip.sh 'eth 0'", "on_start": "/bin/true"}),
+            ),
+        );
+        let (cfg, warnings) = load(&text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            cfg.postgresql
+                .callbacks
+                .as_ref()
+                .and_then(|c| c.on_role_change.as_deref()),
+            Some("/bin/vip.sh 'eth 0'")
+        );
+        let text = edit("postgresql.pre_promote", Some("/bin/fence.sh".into()));
+        let (cfg, warnings) = load(&text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(cfg.postgresql.pre_promote.as_deref(), Some("/bin/fence.sh"));
+        let e = err(&edit("postgresql.before_stop", Some("/bin/x 'open".into())));
+        assert!(e.contains("postgresql.before_stop"), "{e}");
+        let e = err(&edit(
+            "postgresql.callbacks",
+            Some(serde_json::json!({"on_stop": "a\\"})),
+        ));
+        assert!(e.contains("postgresql.callbacks.on_stop"), "{e}");
+        // an empty command is no script; an empty `callbacks:` is none
+        load(&edit("postgresql.callbacks", Some(serde_json::Value::Null))).unwrap();
+        load(&edit(
+            "postgresql.callbacks",
+            Some(serde_json::json!({"on_stop": ""})),
+        ))
+        .unwrap();
+        let (_, warnings) = load(&edit(
+            "postgresql.callbacks",
+            Some(serde_json::json!({"on_wat": "/bin/true"})),
+        ))
+        .unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("postgresql.callbacks.on_wat")),
+            "{warnings:?}"
+        );
+    }
 
     #[test]
     fn each_required_key_missing_is_an_error_naming_it() {

@@ -56,8 +56,6 @@ const UNSUPPORTED: &[&str] = &[
     "postgresql.recovery_conf",
     "postgresql.use_unix_socket",
     "postgresql.use_unix_socket_repl",
-    "postgresql.pre_promote",
-    "postgresql.before_stop",
     "postgresql.database",
 ];
 
@@ -162,11 +160,6 @@ pub(super) fn unsupported_warnings(
             ));
         }
     }
-    if pg.callbacks.as_ref().is_some_and(|c| !c.is_null()) {
-        warnings.push(format!(
-            "{file}: postgresql.callbacks: not supported, ignored"
-        ));
-    }
 
     if let Some(wd) = &cfg.watchdog {
         let mode = match wd.get("mode") {
@@ -253,7 +246,7 @@ mod tests {
         );
         let text = text.replace(
             "  data_dir: /tmp",
-            "  callbacks:\n    on_start: /bin/true\n  create_replica_methods: [pgbackrest, basebackup]\n  pgbackrest:\n    command: restore\n  bin_name:\n    postgres: pg\n  data_dir: /tmp",
+            "  create_replica_methods: [pgbackrest, basebackup]\n  pgbackrest:\n    command: restore\n  bin_name:\n    postgres: pg\n  data_dir: /tmp",
         );
         let text = text.replace(
             "  listen: 127.0.0.1:8008",
@@ -268,7 +261,6 @@ mod tests {
             "node1.yml: watchdog: not supported",
             "node1.yml: thread_pool_size: not supported",
             "node1.yml: kubernetes: not supported",
-            "node1.yml: postgresql.callbacks: not supported",
             "node1.yml: postgresql.create_replica_methods: not supported",
             "node1.yml: postgresql.pgbackrest: not supported",
             "node1.yml: postgresql.bin_name: not supported",

@@ -21,6 +21,9 @@ pub enum LongEnd {
     Following(Option<String>),
     /// It failed, with this message.
     Failed(String),
+    /// A promotion abandoned because the `pre_promote` script failed; the
+    /// leader key was released.
+    PrePromoteFailed,
 }
 
 /// Something the agent saw or did that the next cycles must remember.
@@ -91,9 +94,12 @@ pub fn apply(m: &mut Memory, e: Event<'_>) {
             m.long_action = None;
             let message = match &end {
                 LongEnd::Failed(msg) => msg.clone(),
+                LongEnd::PrePromoteFailed => {
+                    "the pre_promote script failed; leader key released".to_string()
+                }
                 _ => String::new(),
             };
-            let ok = !matches!(end, LongEnd::Failed(_));
+            let ok = !matches!(end, LongEnd::Failed(_) | LongEnd::PrePromoteFailed);
             match (kind, end) {
                 (LongKind::Bootstrap, LongEnd::Bootstrapped(sysid)) => {
                     m.bootstrapped_sysid = Some(sysid);
@@ -112,6 +118,9 @@ pub fn apply(m: &mut Memory, e: Event<'_>) {
                     m.crashed = false;
                 }
                 (LongKind::Promote, LongEnd::Done) => m.following = None,
+                (LongKind::Promote, LongEnd::PrePromoteFailed) => {
+                    m.pre_promote_failed_at = Some(at);
+                }
                 (LongKind::Demote | LongKind::Restart, LongEnd::Following(f)) => {
                     m.following = Some(f);
                 }

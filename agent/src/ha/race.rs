@@ -60,14 +60,22 @@ pub(super) fn decide_unlocked(
 pub enum NotHealthiest {
     NoFailoverTag,
     Paused,
-    Lagging { lag: u64, max: u64 },
-    TimelineBehind { mine: u32, cluster: u32 },
+    Lagging {
+        lag: u64,
+        max: u64,
+    },
+    TimelineBehind {
+        mine: u32,
+        cluster: u32,
+    },
     PrimaryAlive(String),
     Ahead(String),
     HigherPriority(String),
     PeersUnknown,
     FailoverToOther(String),
     NotSynchronous,
+    /// Our `pre_promote` script failed less than `ttl` ago (Patroni's backoff).
+    PrePromoteFailed,
 }
 
 impl std::fmt::Display for NotHealthiest {
@@ -94,6 +102,9 @@ impl std::fmt::Display for NotHealthiest {
                 write!(f, "synchronous mode: I am not a listed synchronous standby")
             }
             NotHealthiest::FailoverToOther(n) => write!(f, "a manual failover to {n} is requested"),
+            NotHealthiest::PrePromoteFailed => {
+                write!(f, "backoff: my pre_promote script failed less than ttl ago")
+            }
         }
     }
 }
@@ -115,6 +126,13 @@ pub fn healthiest(
             return Err(NotHealthiest::TimelineBehind { mine, cluster: ct });
         }
         return Ok(());
+    }
+    // Patroni's backoff: after our pre_promote script failed (and we let go of
+    // the key), stay out of the race for ttl seconds.
+    if let Some(at) = obs.memory.pre_promote_failed_at {
+        if obs.now - at < cfg.ttl {
+            return Err(NotHealthiest::PrePromoteFailed);
+        }
     }
     // Never while another member still runs as a primary (whatever its tags): it
     // has not demoted yet, and promoting now would make two.

@@ -420,6 +420,12 @@ cases! {
         with_cluster(unlocked().pg(pg_primary(5 * SEG, 1)), |c| c.paused().history(1, SEG, "n2")),
         settings()
         => R::NotHealthiest(NH::TimelineBehind { mine: 1, cluster: 2 }), [];
+    failed_pre_promote_backs_off_for_ttl:
+        unlocked_with(|o| o.memory.pre_promote_failed_at = Some(o.now - 29.0)), settings()
+        => R::NotHealthiest(NH::PrePromoteFailed), [];
+    failed_pre_promote_races_again_after_ttl:
+        unlocked_with(|o| o.memory.pre_promote_failed_at = Some(o.now - 30.0)), settings()
+        => R::PromotedByAcquiringLock, [A::AcquireLeader, A::Promote];
     lagging_replica_does_not_race:
         unlocked().pg(pg_replica(3 * SEG, 3 * SEG, 1)), settings()
         => R::NotHealthiest(NH::Lagging { lag: 2 * SEG, max: 1_048_576 }), [];

@@ -221,6 +221,9 @@ pub struct Memory {
     /// the `sync` key only once its own flush position has reached that (rule 8).
     /// Kept only while postgres runs as primary.
     pub sync_named: std::collections::BTreeMap<String, u64>,
+    /// When our `pre_promote` script last failed (the promotion was abandoned
+    /// and the leader key released): no leader race for `ttl` after it.
+    pub pre_promote_failed_at: Option<Mono>,
 }
 
 /// Local settings `decide` needs (from the config file).

@@ -16,6 +16,7 @@
 //! signal (SIGQUIT = immediate shutdown), so the agent's death takes postgres
 //! down with it and a primary can never outlive the agent that fences it.
 
+pub mod callbacks;
 mod conf;
 mod controldata;
 mod files;
@@ -259,6 +260,8 @@ pub struct PgCtl {
     written: Mutex<Option<Written>>,
     /// `synchronous_standby_names` (synchronous mode), rendered into postgresql.conf.
     sync_names: Mutex<String>,
+    /// The user's scripts around start, stop, reload and role changes.
+    pub callbacks: callbacks::Callbacks,
 }
 
 /// The replica settings (`None`: a primary) and parameters last written.
@@ -278,8 +281,9 @@ pub enum ProcState {
 }
 
 impl PgCtl {
-    pub fn new(s: PgSettings, wake: Arc<Notify>) -> PgCtl {
+    pub fn new(s: PgSettings, wake: Arc<Notify>, scripts: callbacks::Scripts) -> PgCtl {
         PgCtl {
+            callbacks: callbacks::Callbacks::new(s.scope.clone(), scripts),
             s,
             child: Mutex::new(None),
             wake,

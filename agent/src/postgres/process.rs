@@ -206,6 +206,18 @@ impl PgCtl {
 
     /// Stop postgres with the given mode; escalates to immediate, then SIGKILL, after `timeout`.
     pub async fn stop(&self, mode: StopMode, timeout: Duration) -> Result<()> {
+        let running = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|c| c.exited.borrow().is_none());
+        // Patroni's before_stop: waited for, bounded by the stop's timeout. Not
+        // before an immediate stop: that is the emergency path (a primary that
+        // lost its key, a crash), which must not wait for a script.
+        if running && mode != StopMode::Immediate {
+            self.callbacks.before_stop(timeout).await;
+        }
         let (pid, mut exited) = {
             let slot = self.child.lock().unwrap_or_else(|e| e.into_inner());
             match slot.as_ref() {

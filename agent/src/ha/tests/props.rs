@@ -249,6 +249,7 @@ prop_compose! {
         divergence_checked in prop::option::weighted(0.2, (name(), timeline())),
         paused in prop::bool::weighted(0.15),
         sync_named in prop::option::weighted(0.2, (name(), lsn())),
+        pre_promote_failed in prop::bool::weighted(0.1),
     ) -> Memory {
         Memory {
             long_action: long.map(|k| (k, 10.0)),
@@ -269,6 +270,7 @@ prop_compose! {
             timeline_seen: None,
             last_config: None,
             sync_named: sync_named.into_iter().collect(),
+            pre_promote_failed_at: pre_promote_failed.then_some(5.0),
         }
     }
 }
