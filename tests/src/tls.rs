@@ -108,6 +108,27 @@ fn openssl_in(args: &[&str], cwd: &Path) {
     );
 }
 
+/// `openssl req` in `dir`: a new P-256 key (unencrypted) into `key` and, for
+/// `subject`, a request or (`-x509` in `extra`) a self-signed certificate into `out`.
+fn new_key(dir: &Path, (key, out): (&str, &str), subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+        "-subj",
+        subject,
+    ];
+    args.extend(extra);
+    openssl_in(&args, dir);
+}
+
 /// Give `pair` to `postgres`: the key readable by its owner only, the
 /// certificate by everyone.
 fn hand_over(pair: &CertPair) {
@@ -124,29 +145,19 @@ impl TestCa {
         let dir = dir.join(name);
         make_shared_dir(&dir);
         let subject = format!("/CN={name}");
-        openssl_in(
+        new_key(
+            &dir,
+            ("ca.key", "ca.crt"),
+            &subject,
             &[
-                "req",
                 "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
                 "-days",
                 "2",
-                "-subj",
-                &subject,
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
-            &dir,
         );
         let ca = CertPair {
             cert: dir.join("ca.crt"),
@@ -180,24 +191,7 @@ impl TestCa {
         )
         .unwrap_or_else(|e| panic!("cannot write {ext}: {e}"));
         let subject = format!("/CN={cn}");
-        openssl_in(
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &subject,
-            ],
-            &self.dir,
-        );
+        new_key(&self.dir, (&key, &csr), &subject, &["-new"]);
         openssl_in(
             &[
                 "x509",
