@@ -423,19 +423,7 @@ async fn patronictl_and_haproxy_over_https() {
     .await;
     // patronictl posts the switchover to the leader's https api_url, trusting
     // ctl.cacert and presenting ctl.certfile (required for unsafe methods here).
-    let run = ctl
-        .run(&[
-            "switchover",
-            &scope,
-            "--leader",
-            &leader,
-            "--candidate",
-            &cand,
-            "--force",
-        ])
-        .await;
-    run.assert_success()
-        .assert_stdout_contains(&format!("Successfully switched over to \"{cand}\""));
+    ctl.switchover(Some(&scope), &leader, &cand).await;
     assert_eq!(cluster.wait_primary().await, c);
     haproxy
         .wait_up("primary", &[&cand], Duration::from_secs(60))
