@@ -31,7 +31,8 @@
 //! - [`peers`]: asking other members for their status during a leader race.
 //! - [`fence`]: a watchdog process that stops the primary if the agent freezes and its lease runs out.
 //! - [`child_env`]: the scrubbed environment of every child process (no secrets inherited).
-//! - [`tls`]: rustls configurations: the REST API's server side, HTTPS to members' APIs.
+//! - [`tls`]: rustls configurations: the REST API's server side, HTTPS to members' APIs; the
+//!   certificate loading and server-certificate checks `postgres` uses for its own connections too.
 //! - [`ctl`]: `agentctl`, the operator CLI (patronictl's verbs), over etcd and the members' REST APIs.
 //!
 //! The data flow of one cycle:

@@ -207,6 +207,20 @@ impl Cli {
         }
     }
 
+    /// `switchover [<scope>] --leader <leader> --candidate <candidate> --force`,
+    /// which must succeed and report `Successfully switched over to
+    /// "<candidate>"`; the run, for further checks. For `agentctl` and
+    /// `patronictl` alike.
+    pub async fn switchover(&self, scope: Option<&str>, leader: &str, candidate: &str) -> CliRun {
+        let mut args = vec!["switchover"];
+        args.extend(scope);
+        args.extend(["--leader", leader, "--candidate", candidate, "--force"]);
+        let run = self.run(&args).await;
+        run.assert_success()
+            .assert_stdout_contains(&format!("Successfully switched over to \"{candidate}\""));
+        run
+    }
+
     /// Wait (up to 60 s) until `list -f json` shows `leader` as Leader and
     /// every other member as a streaming Replica on timeline `tl` with no lag
     /// (a replica that has just started may publish a stale position for a

@@ -26,7 +26,7 @@
 //! | [`logs`] | tails of log files for post-mortems |
 //! | [`proxy`] | [`TcpProxy`]: a loopback TCP proxy that can be cut or slowed, to partition one agent from etcd |
 //! | [`sampler`] | [`Sampler`]: asks every node every 100 ms whether it is a primary and can write, to catch two primaries at once |
-//! | [`tls`] | [`TestCa`] / [`TestCerts`]: throw-away CAs (openssl CLI) issuing server/client certificates for 127.0.0.1; HTTPS clients trusting them; [`tls::http_builder`] for every client (reqwest has no default TLS provider) |
+//! | [`tls`] | [`TestCa`]: throw-away CAs (openssl CLI) issuing [`CertPair`]s for 127.0.0.1 (server and client use); HTTPS clients trusting them; [`tls::http_builder`] for every client (reqwest has no default TLS provider) |
 //! | [`writer`] | [`Writer`]: a load of unique ids through one port, every acknowledged commit recorded (hand-over windows, lost writes) |
 //! | [`ctl`] | [`Cli`]: runs `agentctl` or Patroni's `patronictl` with a deadline and stdin from `/dev/null`, capturing a [`CliRun`] |
 //! | [`haproxy`] | [`HaproxyFixture`]: a real HAProxy in front of a cluster, configured by `haproxy/haproxy-config.sh` |
@@ -100,7 +100,7 @@ pub use postgres::PostgresFixture;
 pub use proc::{command_as_postgres, postgres_ids};
 pub use proxy::TcpProxy;
 pub use sampler::{NodeState, Round, Sampler};
-pub use tls::{CertPair, TestCa, TestCerts};
+pub use tls::{CertPair, TestCa};
 pub use wait::{hold_for, holds_for, wait_for, wait_for_result};
 pub use writer::{Ack, Writer};
 

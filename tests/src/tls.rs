@@ -1,12 +1,13 @@
-//! TLS for the tests: a throw-away CA with a server certificate (SAN
-//! `127.0.0.1`, `localhost`) and a client certificate, made with the `openssl`
-//! CLI at test time; HTTPS clients that trust that CA.
+//! TLS for the tests: throw-away CAs issuing certificates for `127.0.0.1` /
+//! `localhost` (usable as server and as client certificates), made with the
+//! `openssl` CLI at test time; HTTPS clients that trust such a CA.
 //!
 //! Rule: nothing is stored in the repository; every test makes its own CA in its
 //! own directory, and the key files are readable only by their owner (the agent
 //! runs as `postgres`, so they are given to `postgres`).
 
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -15,171 +16,12 @@ use std::time::Duration;
 use crate::bins::require;
 use crate::dirs::make_shared_dir;
 use crate::proc::chown_to_postgres;
-use std::os::unix::fs::PermissionsExt;
 
 /// Make `ring` rustls' default provider (reqwest is built without one) and
 /// return a client builder. Every HTTP client of the tests starts here.
 pub fn http_builder() -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
-}
-
-/// A CA, a server certificate and a client certificate in one directory.
-#[derive(Debug, Clone)]
-pub struct TestCerts {
-    pub dir: PathBuf,
-    pub ca: PathBuf,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
-    pub client_cert: PathBuf,
-    pub client_key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl TestCerts {
-    /// Create the CA and both certificates in `dir` (which must exist).
-    pub fn create(dir: &Path) -> TestCerts {
-        require("openssl", "openssl");
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=agent-tests-ca",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
-        let certs = TestCerts {
-            dir: dir.to_path_buf(),
-            ca: dir.join("ca.crt"),
-            server_cert: dir.join("server.crt"),
-            server_key: dir.join("server.key"),
-            client_cert: dir.join("client.crt"),
-            client_key: dir.join("client.key"),
-        };
-        certs.issue(
-            "server",
-            "localhost",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        );
-        certs.issue(
-            "client",
-            "agent-tests-client",
-            "extendedKeyUsage=clientAuth\n",
-        );
-        for f in [
-            &certs.ca,
-            &certs.server_cert,
-            &certs.client_cert,
-            &certs.server_key,
-            &certs.client_key,
-        ] {
-            chown_to_postgres(f);
-        }
-        certs
-    }
-
-    /// A new key and certificate for `name` (`server` or `client`), signed by the CA.
-    pub fn issue(&self, name: &str, cn: &str, ext: &str) {
-        let ext_file = self.dir.join(format!("{name}.ext"));
-        std::fs::write(&ext_file, ext).expect("write ext file");
-        let (key, csr, crt) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-        );
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-        );
-        openssl(
-            &self.dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &crt,
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
-        );
-        chown_to_postgres(&self.dir.join(&key));
-        chown_to_postgres(&self.dir.join(&crt));
-    }
-
-    /// Replace the server certificate and key with new ones (a renewal).
-    pub fn renew_server(&self) {
-        self.issue(
-            "server",
-            "localhost",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        );
-    }
-
-    /// The server certificate (DER) as the file holds it now.
-    pub fn server_cert_der(&self) -> Vec<u8> {
-        use rustls_pki_types::pem::PemObject;
-        rustls_pki_types::CertificateDer::from_pem_file(&self.server_cert)
-            .expect("server certificate")
-            .to_vec()
-    }
-
-    /// An HTTPS client trusting the CA; with the client certificate when
-    /// `client_cert`; from source address `local` when given.
-    pub fn client(&self, client_cert: bool, local: Option<IpAddr>) -> reqwest::Client {
-        let client = client_cert.then_some((self.client_cert.as_path(), self.client_key.as_path()));
-        https_client(&self.ca, client, local, Duration::from_secs(20))
-    }
 }
 
 /// An HTTPS client trusting the CA file `ca`, presenting `client` (certificate,
@@ -235,6 +77,16 @@ pub struct CertPair {
     pub key: PathBuf,
 }
 
+impl CertPair {
+    /// The (first) certificate in DER, as the file holds it now.
+    pub fn der(&self) -> Vec<u8> {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_file(&self.cert)
+            .unwrap_or_else(|e| panic!("certificate {}: {e}", self.cert.display()))
+            .to_vec()
+    }
+}
+
 /// A test CA in `<dir>/<name>/`: `ca.crt` signs what [`TestCa::issue`] makes.
 #[derive(Debug, Clone)]
 pub struct TestCa {
@@ -256,16 +108,35 @@ fn openssl_in(args: &[&str], cwd: &Path) {
     );
 }
 
-fn private(path: &Path) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
-    chown_to_postgres(path);
+/// `openssl req` in `dir`: a new P-256 key (unencrypted) into `key` and, for
+/// `subject`, a request or (`-x509` in `extra`) a self-signed certificate into `out`.
+fn new_key(dir: &Path, (key, out): (&str, &str), subject: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+        "-subj",
+        subject,
+    ];
+    args.extend(extra);
+    openssl_in(&args, dir);
 }
 
-fn public(path: &Path) {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
-        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
-    chown_to_postgres(path);
+/// Give `pair` to `postgres`: the key readable by its owner only, the
+/// certificate by everyone.
+fn hand_over(pair: &CertPair) {
+    for (path, mode) in [(&pair.key, 0o600), (&pair.cert, 0o644)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
+        chown_to_postgres(path);
+    }
 }
 
 impl TestCa {
@@ -274,36 +145,25 @@ impl TestCa {
         let dir = dir.join(name);
         make_shared_dir(&dir);
         let subject = format!("/CN={name}");
-        openssl_in(
+        new_key(
+            &dir,
+            ("ca.key", "ca.crt"),
+            &subject,
             &[
-                "req",
                 "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
                 "-days",
                 "2",
-                "-subj",
-                &subject,
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",
                 "keyUsage=critical,keyCertSign,cRLSign",
             ],
-            &dir,
         );
         let ca = CertPair {
             cert: dir.join("ca.crt"),
             key: dir.join("ca.key"),
         };
-        private(&ca.key);
-        public(&ca.cert);
+        hand_over(&ca);
         TestCa { dir, ca }
     }
 
@@ -314,7 +174,8 @@ impl TestCa {
 
     /// A certificate for `cn`, valid for 127.0.0.1 and localhost, usable as server
     /// and as client certificate (a client certificate's CN is the user name etcd
-    /// and postgres see).
+    /// and postgres see). Issuing for the same `cn` again replaces the files
+    /// with a new key and certificate (a renewal).
     pub fn issue(&self, cn: &str) -> CertPair {
         let base = cn.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
         let key = format!("{base}.key");
@@ -330,24 +191,7 @@ impl TestCa {
         )
         .unwrap_or_else(|e| panic!("cannot write {ext}: {e}"));
         let subject = format!("/CN={cn}");
-        openssl_in(
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &subject,
-            ],
-            &self.dir,
-        );
+        new_key(&self.dir, (&key, &csr), &subject, &["-new"]);
         openssl_in(
             &[
                 "x509",
@@ -372,8 +216,14 @@ impl TestCa {
             cert: self.dir.join(crt),
             key: self.dir.join(key),
         };
-        private(&pair.key);
-        public(&pair.cert);
+        hand_over(&pair);
         pair
+    }
+
+    /// An HTTPS client trusting this CA, presenting `client` when given,
+    /// connecting from `local` when given (20 s timeout).
+    pub fn client(&self, client: Option<&CertPair>, local: Option<IpAddr>) -> reqwest::Client {
+        let client = client.map(|p| (p.cert.as_path(), p.key.as_path()));
+        https_client(self.cert(), client, local, Duration::from_secs(20))
     }
 }

@@ -131,8 +131,8 @@ struct Compose {
 }
 
 impl Compose {
-    fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(&self.cmd[0]);
+    fn std_command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.cmd[0]);
         cmd.args(&self.cmd[1..]).args(["-p", &self.project]);
         for f in &self.files {
             cmd.arg("-f").arg(f);
@@ -141,6 +141,10 @@ impl Compose {
             .current_dir(repo_root())
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        self.std_command(args).into()
     }
 
     async fn run(&self, args: &[&str]) -> String {
@@ -166,6 +170,13 @@ impl Compose {
             .map(|(_, v)| v.as_str())
             .unwrap_or_else(|| panic!("{key} not set"))
     }
+
+    /// The published port in the environment variable `key`.
+    fn port(&self, key: &str) -> u16 {
+        self.env(key)
+            .parse()
+            .unwrap_or_else(|e| panic!("{key}: {e}"))
+    }
 }
 
 /// The running stack: `down -v` on drop (with the logs saved first when the
@@ -174,21 +185,56 @@ struct Stack {
     compose: Compose,
 }
 
+impl Stack {
+    /// `up -d` the project `compose`: the stack, its three nodes and its ports.
+    async fn up(compose: Compose) -> (Stack, Vec<Node>, Ports) {
+        let stack = Stack { compose };
+        let c = &stack.compose;
+        c.run(&["up", "-d", "--no-build"]).await;
+        let mut nodes = Vec::new();
+        for (i, key) in ["NODE1_REST_PORT", "NODE2_REST_PORT", "NODE3_REST_PORT"]
+            .iter()
+            .enumerate()
+        {
+            let name = format!("node{}", i + 1);
+            nodes.push(Node {
+                container: c.container(&name).await,
+                rest_port: c.port(key),
+                name,
+            });
+        }
+        let ports = Ports {
+            primary: c.port("PRIMARY_PORT"),
+            replica: c.port("REPLICA_PORT"),
+            stats: c.port("STATS_PORT"),
+        };
+        (stack, nodes, ports)
+    }
+
+    /// Take the stack down (`down -v`) and check that no container, volume or
+    /// network of the project is left.
+    async fn down_leaving_nothing(self) {
+        let (project, log) = (self.compose.project.clone(), self.compose.log.clone());
+        drop(self);
+        let label = format!("label=com.docker.compose.project={project}");
+        for what in [
+            &["ps", "-aq", "--filter", &label][..],
+            &["volume", "ls", "-q", "--filter", &label][..],
+            &["network", "ls", "-q", "--filter", &label][..],
+        ] {
+            let left = run(docker(what), "docker ls", &log).await;
+            assert!(
+                left.trim().is_empty(),
+                "left behind after down -v ({}): {left}",
+                what[0]
+            );
+        }
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
-        let blocking = |args: &[&str]| {
-            let mut cmd = std::process::Command::new(&self.compose.cmd[0]);
-            cmd.args(&self.compose.cmd[1..])
-                .args(["-p", &self.compose.project]);
-            for f in &self.compose.files {
-                cmd.arg("-f").arg(f);
-            }
-            cmd.args(args)
-                .current_dir(repo_root())
-                .envs(self.compose.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::null())
-                .output()
-        };
+        let blocking = |args: &[&str]| self.compose.std_command(args).stdin(Stdio::null()).output();
         if std::thread::panicking() {
             if let Ok(out) = blocking(&["logs", "--no-color", "--tail", "60"]) {
                 let path = self.compose.log.with_file_name("containers.log");
@@ -220,6 +266,14 @@ async fn rest_get(port: u16, path: &str) -> Option<Value> {
         .json()
         .await
         .ok()
+}
+
+/// HAProxy's published ports.
+#[derive(Clone, Copy)]
+struct Ports {
+    primary: u16,
+    replica: u16,
+    stats: u16,
 }
 
 /// The members, their published REST ports and their container ids.
@@ -360,6 +414,66 @@ async fn node_ips(nodes: &[Node], log: &Path) -> Vec<String> {
 fn node_at(ips: &[String], server: &str) -> Option<usize> {
     ips.iter()
         .position(|ip| server.split(':').next() == Some(ip.as_str()))
+}
+
+/// A fresh stack formed ([`wait_formed_with`], within [`FORM_TIMEOUT`]) and
+/// HAProxy routing its primary port to the primary and its replica port to the
+/// other nodes; the primary's index.
+async fn wait_formed_and_routed(nodes: &[Node], ports: &Ports, tls: Option<&Path>) -> usize {
+    let p = wait_formed_with(nodes, FORM_TIMEOUT, tls).await;
+    let replicas: Vec<&str> = (0..nodes.len())
+        .filter(|i| *i != p)
+        .map(|i| nodes[i].name.as_str())
+        .collect();
+    wait_up(
+        ports.stats,
+        "primary",
+        &[&nodes[p].name],
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_up(ports.stats, "replicas", &replicas, Duration::from_secs(30)).await;
+    p
+}
+
+/// `agentctl <args>` inside `container` with the image's configuration; its
+/// output (`what` names it in the log).
+async fn agentctl(container: &str, args: &[&str], what: &str, log: &Path) -> String {
+    let mut cmd = docker(&["exec", container, "agentctl", "-c", "/etc/agent/agent.yml"]);
+    cmd.args(args);
+    run(cmd, what, log).await
+}
+
+/// `agentctl list` inside `container`: every node is listed. The output.
+async fn agentctl_list(nodes: &[Node], container: &str, what: &str, log: &Path) -> String {
+    let list = agentctl(container, &["list"], what, log).await;
+    for n in nodes {
+        assert!(
+            list.contains(&n.name),
+            "agentctl list lacks {}:\n{list}",
+            n.name
+        );
+    }
+    list
+}
+
+/// `agentctl switchover` from `nodes[from]` to `nodes[to]`, run inside `container`.
+async fn agentctl_switchover(
+    nodes: &[Node],
+    container: &str,
+    (from, to): (usize, usize),
+    what: &str,
+    log: &Path,
+) -> String {
+    let args = [
+        "switchover",
+        "--leader",
+        &nodes[from].name,
+        "--candidate",
+        &nodes[to].name,
+        "--force",
+    ];
+    agentctl(container, &args, what, log).await
 }
 
 /// Stage stripped copies of this run's agent binaries for the image.
@@ -518,6 +632,24 @@ async fn psql(port: u16, sslmode: &str, certs: &Path, query: &str) -> Result<Str
     }
 }
 
+/// Wait until `query` through `port` ([`psql`] with `sslmode=verify-full`,
+/// trusting `certs`) answers `want`.
+async fn wait_psql(
+    what: &str,
+    timeout: Duration,
+    (port, certs): (u16, &Path),
+    query: &str,
+    want: &str,
+) {
+    wait_for(what, timeout, Duration::from_millis(200), || async move {
+        psql(port, "verify-full", certs, query)
+            .await
+            .ok()
+            .filter(|out| out == want)
+    })
+    .await;
+}
+
 /// A command's combined output, and whether it succeeded (no panic on failure).
 async fn try_run(mut cmd: tokio::process::Command) -> (bool, String) {
     match cmd.stdin(Stdio::null()).output().await {
@@ -531,6 +663,20 @@ async fn try_run(mut cmd: tokio::process::Command) -> (bool, String) {
         ),
         Err(e) => (false, format!("cannot run: {e}")),
     }
+}
+
+/// `etcdctl <conn> get --prefix /service/` inside `container`: whether it
+/// succeeded, and its output.
+async fn etcdctl_get(container: &str, conn: &[&str]) -> (bool, String) {
+    let mut cmd = docker(&["exec", container, "etcdctl"]);
+    cmd.args(conn).args([
+        "--dial-timeout=3s",
+        "--command-timeout=5s",
+        "get",
+        "--prefix",
+        "/service/",
+    ]);
+    try_run(cmd).await
 }
 
 /// The TLS variant (`compose/docker-compose.tls.yml` over the same files, the
@@ -555,46 +701,19 @@ async fn tls_variant(
     run(gen, "compose/certs.sh", log).await;
     files.push(root.join("compose/docker-compose.tls.yml"));
     env.push(("AGENT_CERTS_DIR".into(), certs.to_string_lossy().into()));
-    let project = format!("agente2etls{}", std::process::id());
-    let stack = Stack {
-        compose: Compose {
-            cmd,
-            project: project.clone(),
-            files,
-            env,
-            log: log.to_path_buf(),
-        },
-    };
-    let c = &stack.compose;
-    c.run(&["up", "-d", "--no-build"]).await;
-    let mut nodes = Vec::new();
-    for (i, key) in ["NODE1_REST_PORT", "NODE2_REST_PORT", "NODE3_REST_PORT"]
-        .iter()
-        .enumerate()
-    {
-        let name = format!("node{}", i + 1);
-        nodes.push(Node {
-            container: c.container(&name).await,
-            rest_port: c.env(key).parse().unwrap(),
-            name,
-        });
-    }
-    let primary_port: u16 = c.env("PRIMARY_PORT").parse().unwrap();
-    let replica_port: u16 = c.env("REPLICA_PORT").parse().unwrap();
-    let stats_port: u16 = c.env("STATS_PORT").parse().unwrap();
-    let t_up = Instant::now();
-    let p = wait_formed_with(&nodes, FORM_TIMEOUT, Some(&certs)).await;
-    let replicas: Vec<usize> = (0..3).filter(|i| *i != p).collect();
-    let r_names: Vec<&str> = replicas.iter().map(|i| nodes[*i].name.as_str()).collect();
-    // HAProxy's checks speak HTTPS with its client certificate.
-    wait_up(
-        stats_port,
-        "primary",
-        &[&nodes[p].name],
-        Duration::from_secs(30),
-    )
+    let (stack, nodes, ports) = Stack::up(Compose {
+        cmd,
+        project: format!("agente2etls{}", std::process::id()),
+        files,
+        env,
+        log: log.to_path_buf(),
+    })
     .await;
-    wait_up(stats_port, "replicas", &r_names, Duration::from_secs(30)).await;
+    let c = &stack.compose;
+    let t_up = Instant::now();
+    // HAProxy's checks speak HTTPS with its client certificate.
+    let p = wait_formed_and_routed(&nodes, &ports, Some(&certs)).await;
+    let replicas: Vec<usize> = (0..3).filter(|i| *i != p).collect();
     eprintln!(
         "compose TLS: primary {} and two streaming replicas (over TLS), routed by HAProxy's \
          HTTPS checks, {:.1}s after up",
@@ -605,7 +724,7 @@ async fn tls_variant(
     // Writes through :5000 and reads through :5001, verify-full against the CA.
     let ips = node_ips(&nodes, log).await;
     let at = psql(
-        primary_port,
+        ports.primary,
         "verify-full",
         &certs,
         "CREATE TABLE e2e_tls (v int); INSERT INTO e2e_tls VALUES (1); \
@@ -618,26 +737,15 @@ async fn tls_variant(
         format!("{} true", ips[p]),
         "the write went to the primary over TLS"
     );
-    let certs_ref = &certs;
-    let read = wait_for(
+    wait_psql(
         "the row written through the primary port, read over TLS through the replica port",
         Duration::from_secs(30),
-        Duration::from_millis(200),
-        || async move {
-            psql(
-                replica_port,
-                "verify-full",
-                certs_ref,
-                "SELECT count(*) || ' ' || pg_is_in_recovery() FROM e2e_tls",
-            )
-            .await
-            .ok()
-            .filter(|out| out == "1 true")
-        },
+        (ports.replica, &certs),
+        "SELECT count(*) || ' ' || pg_is_in_recovery() FROM e2e_tls",
+        "1 true",
     )
     .await;
-    assert_eq!(read, "1 true");
-    let plain = psql(primary_port, "disable", &certs, "SELECT 1").await;
+    let plain = psql(ports.primary, "disable", &certs, "SELECT 1").await;
     assert!(
         plain
             .as_ref()
@@ -646,7 +754,7 @@ async fn tls_variant(
     );
     // Replication itself runs over TLS.
     let repl = psql(
-        primary_port,
+        ports.primary,
         "verify-full",
         &certs,
         "SELECT count(*) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) WHERE s.ssl",
@@ -673,34 +781,15 @@ async fn tls_variant(
 
     // etcd: no plaintext, and no keys without a user.
     let etcd1 = c.container("etcd1").await;
-    let (ok, out) = try_run(docker(&[
-        "exec",
-        &etcd1,
-        "etcdctl",
-        "--endpoints=http://127.0.0.1:2379",
-        "--dial-timeout=3s",
-        "--command-timeout=5s",
-        "get",
-        "--prefix",
-        "/service/",
-    ]))
-    .await;
+    let (ok, out) = etcdctl_get(&etcd1, &["--endpoints=http://127.0.0.1:2379"]).await;
     assert!(!ok, "plaintext etcd must fail:\n{out}");
-    let (ok, out) = try_run(docker(&[
-        "exec",
-        &etcd1,
-        "etcdctl",
+    let tls = [
         "--endpoints=https://127.0.0.1:2379",
         "--cacert=/etc/etcd/tls/ca.crt",
         "--cert=/etc/etcd/tls/etcd.crt",
         "--key=/etc/etcd/tls/etcd.key",
-        "--dial-timeout=3s",
-        "--command-timeout=5s",
-        "get",
-        "--prefix",
-        "/service/",
-    ]))
-    .await;
+    ];
+    let (ok, out) = etcdctl_get(&etcd1, &tls).await;
     assert!(
         !ok && out.contains("permission denied"),
         "etcd without a user must refuse reads (authentication on):\n{out}"
@@ -709,64 +798,24 @@ async fn tls_variant(
     // agentctl inside a container: etcd over TLS with user/password, the
     // members over HTTPS with the node's client certificate.
     let (q, r) = (replicas[0], replicas[1]);
-    let list = run(
-        docker(&[
-            "exec",
-            &nodes[r].container,
-            "agentctl",
-            "-c",
-            "/etc/agent/agent.yml",
-            "list",
-        ]),
-        "agentctl list (TLS)",
-        log,
-    )
-    .await;
-    for n in &nodes {
-        assert!(
-            list.contains(&n.name),
-            "agentctl list lacks {}:\n{list}",
-            n.name
-        );
-    }
+    agentctl_list(&nodes, &nodes[r].container, "agentctl list (TLS)", log).await;
     let switched = Instant::now();
-    let out = run(
-        docker(&[
-            "exec",
-            &nodes[r].container,
-            "agentctl",
-            "-c",
-            "/etc/agent/agent.yml",
-            "switchover",
-            "--leader",
-            &nodes[p].name,
-            "--candidate",
-            &nodes[q].name,
-            "--force",
-        ]),
+    let out = agentctl_switchover(
+        &nodes,
+        &nodes[r].container,
+        (p, q),
         "agentctl switchover (TLS)",
         log,
     )
     .await;
     eprintln!("compose TLS: agentctl switchover\n{out}");
-    let want = format!("{} false", ips[q]);
-    let want = &want;
-    wait_for(
+    wait_psql(
         "a write through the primary port on the switchover candidate",
         Duration::from_secs(60),
-        Duration::from_millis(200),
-        || async move {
-            psql(
-                primary_port,
-                "verify-full",
-                certs_ref,
-                "INSERT INTO e2e_tls VALUES (2); \
-                 SELECT host(inet_server_addr()) || ' ' || pg_is_in_recovery()",
-            )
-            .await
-            .ok()
-            .filter(|out| out == want)
-        },
+        (ports.primary, &certs),
+        "INSERT INTO e2e_tls VALUES (2); \
+         SELECT host(inet_server_addr()) || ' ' || pg_is_in_recovery()",
+        &format!("{} false", ips[q]),
     )
     .await;
     eprintln!(
@@ -777,20 +826,7 @@ async fn tls_variant(
     let again = wait_formed_with(&nodes, Duration::from_secs(90), Some(&certs)).await;
     assert_eq!(again, q);
 
-    drop(stack);
-    let label = format!("label=com.docker.compose.project={project}");
-    for what in [
-        &["ps", "-aq", "--filter", &label][..],
-        &["volume", "ls", "-q", "--filter", &label][..],
-        &["network", "ls", "-q", "--filter", &label][..],
-    ] {
-        let left = run(docker(what), "docker ls", log).await;
-        assert!(
-            left.trim().is_empty(),
-            "left behind after down -v ({}): {left}",
-            what[0]
-        );
-    }
+    stack.down_leaving_nothing().await;
     eprintln!(
         "compose TLS: variant end to end in {:.1}s",
         started.elapsed().as_secs_f64()
@@ -898,53 +934,17 @@ async fn compose_stack_end_to_end() {
     // 2. The stack.
     let tls_setup = (cmd.clone(), files.clone(), env.clone());
     let project = format!("agente2e{}", std::process::id());
-    let stack = Stack {
-        compose: Compose {
-            cmd,
-            project: project.clone(),
-            files,
-            env,
-            log: log.clone(),
-        },
-    };
-    let c = &stack.compose;
-    c.run(&["up", "-d", "--no-build"]).await;
-    let mut nodes = Vec::new();
-    for (i, key) in ["NODE1_REST_PORT", "NODE2_REST_PORT", "NODE3_REST_PORT"]
-        .iter()
-        .enumerate()
-    {
-        let name = format!("node{}", i + 1);
-        nodes.push(Node {
-            container: c.container(&name).await,
-            rest_port: c.env(key).parse().unwrap(),
-            name,
-        });
-    }
-    let primary_port: u16 = c.env("PRIMARY_PORT").parse().unwrap();
-    let replica_port: u16 = c.env("REPLICA_PORT").parse().unwrap();
-    let stats_port: u16 = c.env("STATS_PORT").parse().unwrap();
-
+    let (stack, nodes, ports) = Stack::up(Compose {
+        cmd,
+        project: project.clone(),
+        files,
+        env,
+        log: log.clone(),
+    })
+    .await;
     let t_up = Instant::now();
-    let p = wait_formed(&nodes, FORM_TIMEOUT).await;
+    let p = wait_formed_and_routed(&nodes, &ports, None).await;
     let replicas: Vec<usize> = (0..3).filter(|i| *i != p).collect();
-    let names =
-        |idx: &[usize]| -> Vec<String> { idx.iter().map(|i| nodes[*i].name.clone()).collect() };
-    let r_names = names(&replicas);
-    wait_up(
-        stats_port,
-        "primary",
-        &[&nodes[p].name],
-        Duration::from_secs(30),
-    )
-    .await;
-    wait_up(
-        stats_port,
-        "replicas",
-        &r_names.iter().map(String::as_str).collect::<Vec<_>>(),
-        Duration::from_secs(30),
-    )
-    .await;
     eprintln!(
         "compose: primary {} and two streaming replicas, routed by HAProxy, {:.1}s after up",
         nodes[p].name,
@@ -954,7 +954,7 @@ async fn compose_stack_end_to_end() {
     // 3. Writes through the primary port, reads through the replica port.
     let ips = node_ips(&nodes, &log).await;
     let rows = sql(
-        &primary_port,
+        &ports.primary,
         "SELECT pg_is_in_recovery(), host(inet_server_addr())",
     )
     .await
@@ -962,7 +962,7 @@ async fn compose_stack_end_to_end() {
     assert!(!rows[0].get::<_, bool>(0));
     assert_eq!(rows[0].get::<_, String>(1), ips[p]);
     execute(
-        &primary_port,
+        &ports.primary,
         "CREATE TABLE e2e (v int); INSERT INTO e2e VALUES (1)",
     )
     .await
@@ -972,7 +972,7 @@ async fn compose_stack_end_to_end() {
         Duration::from_secs(30),
         Duration::from_millis(200),
         || async move {
-            let rows = sql(&replica_port, "SELECT count(*) FROM e2e").await.ok()?;
+            let rows = sql(&ports.replica, "SELECT count(*) FROM e2e").await.ok()?;
             (rows[0].get::<_, i64>(0) == 1).then_some(())
         },
     )
@@ -980,7 +980,7 @@ async fn compose_stack_end_to_end() {
     let mut seen = BTreeSet::new();
     for _ in 0..10 {
         let rows = sql(
-            &replica_port,
+            &ports.replica,
             "SELECT pg_is_in_recovery(), host(inet_server_addr())",
         )
         .await
@@ -1000,32 +1000,13 @@ async fn compose_stack_end_to_end() {
     assert_eq!(seen.len(), 2, "round-robin over both replicas");
 
     // 4. agentctl inside a container.
-    let list = run(
-        docker(&[
-            "exec",
-            &nodes[replicas[0]].container,
-            "agentctl",
-            "-c",
-            "/etc/agent/agent.yml",
-            "list",
-        ]),
-        "agentctl list",
-        &log,
-    )
-    .await;
+    let list = agentctl_list(&nodes, &nodes[replicas[0]].container, "agentctl list", &log).await;
     eprintln!("compose: agentctl list\n{list}");
-    for n in &nodes {
-        assert!(
-            list.contains(&n.name),
-            "agentctl list lacks {}:\n{list}",
-            n.name
-        );
-    }
 
     // 5. docker kill the primary's container: writes through the primary port
     //    work again within ttl + a few seconds, on another node.
     let mut writer = Writer::start(
-        Pg::local(primary_port),
+        Pg::local(ports.primary),
         Duration::from_millis(20),
         Duration::from_secs(1),
     )
@@ -1094,31 +1075,15 @@ async fn compose_stack_end_to_end() {
         t_start.elapsed().as_secs_f64()
     );
     let ips = node_ips(&nodes, &log).await; // a restarted container may have a new address
-    let others = names(&[p, 3 - p - q]);
-    wait_up(
-        stats_port,
-        "replicas",
-        &others.iter().map(String::as_str).collect::<Vec<_>>(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let others = [nodes[p].name.as_str(), nodes[3 - p - q].name.as_str()];
+    wait_up(ports.stats, "replicas", &others, Duration::from_secs(30)).await;
 
     // 7. agentctl switchover inside a container: back to the old primary.
     let switched = Instant::now();
-    let out = run(
-        docker(&[
-            "exec",
-            &nodes[q].container,
-            "agentctl",
-            "-c",
-            "/etc/agent/agent.yml",
-            "switchover",
-            "--leader",
-            &nodes[q].name,
-            "--candidate",
-            &nodes[p].name,
-            "--force",
-        ]),
+    let out = agentctl_switchover(
+        &nodes,
+        &nodes[q].container,
+        (q, p),
         "agentctl switchover",
         &log,
     )
@@ -1147,20 +1112,7 @@ async fn compose_stack_end_to_end() {
     add_and_remove_replica(&project, image, &nodes[p], &log).await;
 
     // 9. down -v leaves nothing behind.
-    drop(stack);
-    let label = format!("label=com.docker.compose.project={project}");
-    for what in [
-        &["ps", "-aq", "--filter", &label][..],
-        &["volume", "ls", "-q", "--filter", &label][..],
-        &["network", "ls", "-q", "--filter", &label][..],
-    ] {
-        let left = run(docker(what), "docker ls", &log).await;
-        assert!(
-            left.trim().is_empty(),
-            "left behind after down -v ({}): {left}",
-            what[0]
-        );
-    }
+    stack.down_leaving_nothing().await;
     // 10. The same image, the TLS variant.
     let (tls_cmd, tls_files, tls_env) = tls_setup;
     tls_variant(tls_cmd, tls_files, tls_env, dir.path(), &log).await;

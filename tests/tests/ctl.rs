@@ -619,20 +619,8 @@ async fn switchover_failover_and_their_refusals() {
     assert_eq!(cluster.key_json("failover").await.get("scheduled_at"), None);
 
     // ---- switchover: progress, the write-unavailability estimate, the new leader
-    let run = ctl
-        .run(&[
-            "switchover",
-            &scope,
-            "--leader",
-            &leader,
-            "--candidate",
-            &cand,
-            "--force",
-        ])
-        .await;
-    run.assert_success()
-        .assert_stdout_contains("Current cluster topology")
-        .assert_stdout_contains(&format!("Successfully switched over to \"{cand}\""))
+    let run = ctl.switchover(Some(&scope), &leader, &cand).await;
+    run.assert_stdout_contains("Current cluster topology")
         .assert_stdout_contains(&format!("{leader} demoting"))
         .assert_stdout_contains(&format!("{cand} promoted (leader key taken)"));
     // checked last: the new primary seen running, and the estimate printed

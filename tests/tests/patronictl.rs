@@ -188,19 +188,7 @@ async fn patronictl_operates_a_cluster_of_agents() {
 
     // ---- switchover (patronictl 4: [CLUSTER] --leader X --candidate Y --force)
     ctl.wait_list_settled(&leader, 1).await;
-    let run = ctl
-        .run(&[
-            "switchover",
-            &scope,
-            "--leader",
-            &leader,
-            "--candidate",
-            &cand,
-            "--force",
-        ])
-        .await;
-    run.assert_success()
-        .assert_stdout_contains(&format!("Successfully switched over to \"{cand}\""));
+    ctl.switchover(Some(&scope), &leader, &cand).await;
     cluster.wait_leader(&cand).await;
     assert_eq!(cluster.wait_primary().await, c);
     let names = cluster.wait_streaming_replicas(c, 2).await;

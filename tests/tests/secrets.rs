@@ -195,16 +195,7 @@ async fn no_password_leaks_through_a_cluster_life() {
     let ctl = Cli::agentctl(cluster.node(p).config_path())
         .env("PATRONI_RESTAPI_USERNAME", "admin")
         .env("PATRONI_RESTAPI_PASSWORD", API_PW);
-    ctl.run(&[
-        "switchover",
-        "--leader",
-        &p_name,
-        "--candidate",
-        &r_name,
-        "--force",
-    ])
-    .await
-    .assert_success();
+    ctl.switchover(None, &p_name, &r_name).await;
     wait_leader(&cluster, &r_name).await;
     cluster.wait_streaming_replicas(r, 1).await;
 

@@ -9,18 +9,26 @@ use std::time::Duration;
 use agent_tests::client::rest_url;
 use agent_tests::*;
 
+/// The REST API's server certificate (CN `localhost`) and agentctl's client
+/// certificate, both from `ca`.
+fn api_certs(ca: &TestCa) -> (CertPair, CertPair) {
+    (ca.issue("localhost"), ca.issue("agent-tests-client"))
+}
+
 fn https_config(
-    certs: &TestCerts,
+    ca: &TestCa,
+    server: &CertPair,
+    client: &CertPair,
     verify_client: &str,
 ) -> impl Fn(usize, &mut Value) + Send + Sync + 'static {
-    let c = certs.clone();
+    let (ca, server, client) = (ca.cert().to_path_buf(), server.clone(), client.clone());
     let verify_client = verify_client.to_string();
     move |_, cfg: &mut Value| {
-        cfg["restapi"]["certfile"] = json!(c.server_cert);
-        cfg["restapi"]["keyfile"] = json!(c.server_key);
-        cfg["restapi"]["cafile"] = json!(c.ca);
+        cfg["restapi"]["certfile"] = json!(server.cert);
+        cfg["restapi"]["keyfile"] = json!(server.key);
+        cfg["restapi"]["cafile"] = json!(ca);
         cfg["restapi"]["verify_client"] = json!(verify_client);
-        cfg["ctl"] = json!({"cacert": c.ca, "certfile": c.client_cert, "keyfile": c.client_key});
+        cfg["ctl"] = json!({"cacert": ca, "certfile": client.cert, "keyfile": client.key});
     }
 }
 
@@ -48,10 +56,11 @@ async fn presented_cert(client: &reqwest::Client, url: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_api_client_certificates_allowlist_and_reload() {
     let certs_dir = TestDir::new("https-api-certs");
-    let certs = TestCerts::create(certs_dir.path());
+    let ca = TestCa::new(certs_dir.path(), "ca");
+    let (server, client) = api_certs(&ca);
     let mut cluster = ClusterFixture::builder("https_api")
         .nodes(1)
-        .configure(https_config(&certs, "optional"))
+        .configure(https_config(&ca, &server, &client, "optional"))
         .configure(|_, cfg| cfg["restapi"]["allowlist"] = json!(["127.0.0.1/32"]))
         .start()
         .await;
@@ -82,8 +91,8 @@ async fn https_api_client_certificates_allowlist_and_reload() {
     assert!(r.is_err(), "plain HTTP answered: {r:?}");
 
     // verify_client optional: safe methods without a certificate, unsafe ones need one.
-    let anon = certs.client(false, None);
-    let with_cert = certs.client(true, None);
+    let anon = ca.client(None, None);
+    let with_cert = ca.client(Some(&client), None);
     assert_eq!(
         anon.get(url("/primary")).send().await.unwrap().status(),
         200
@@ -98,7 +107,7 @@ async fn https_api_client_certificates_allowlist_and_reload() {
     );
 
     // The allowlist (127.0.0.1/32) refuses another loopback address.
-    let other = certs.client(true, Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
+    let other = ca.client(Some(&client), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))));
     let (status, body) = post(&other, &url("/reload")).await.unwrap();
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("Access is denied"), "{body}");
@@ -123,9 +132,8 @@ async fn https_api_client_certificates_allowlist_and_reload() {
 
     // Renew the server certificate, drop client-certificate checks, reload.
     let before = presented_cert(&anon, &url("/primary")).await;
-    assert_eq!(before, certs.server_cert_der());
-    certs.renew_server();
-    let renewed = certs.server_cert_der();
+    assert_eq!(before, server.der());
+    let renewed = ca.issue("localhost").der();
     assert_ne!(before, renewed);
     let mut cfg = cluster.node(p).config().clone();
     cfg["restapi"]["verify_client"] = json!("none");
@@ -137,14 +145,14 @@ async fn https_api_client_certificates_allowlist_and_reload() {
         Duration::from_secs(30),
         Duration::from_millis(200),
         || {
-            let anon = certs.client(false, None);
+            let anon = ca.client(None, None);
             let url = url("/primary");
             let renewed = renewed.clone();
             async move { (presented_cert(&anon, &url).await == renewed).then_some(()) }
         },
     )
     .await;
-    let anon = certs.client(false, None);
+    let anon = ca.client(None, None);
     let (status, body) = post(&anon, &url("/reload")).await.unwrap();
     assert!(
         status < 300,
@@ -165,20 +173,20 @@ async fn https_api_client_certificates_allowlist_and_reload() {
     let mut cfg = cluster.node(p).config().clone();
     cfg["restapi"]["verify_client"] = json!("required");
     cluster.node_mut(p).write_config(cfg);
-    let with_cert = certs.client(true, None);
+    let with_cert = ca.client(Some(&client), None);
     post(&with_cert, &url("/reload")).await.unwrap();
     wait_for(
         "GET without a client certificate refused",
         Duration::from_secs(30),
         Duration::from_millis(200),
         || {
-            let anon = certs.client(false, None);
+            let anon = ca.client(None, None);
             let url = url("/primary");
             async move { anon.get(url).send().await.is_err().then_some(()) }
         },
     )
     .await;
-    let with_cert = certs.client(true, None);
+    let with_cert = ca.client(Some(&client), None);
     assert_eq!(
         with_cert
             .get(url("/primary"))
@@ -364,10 +372,11 @@ async fn idle_connections_and_a_flood_do_not_stop_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patronictl_and_haproxy_over_https() {
     let certs_dir = TestDir::new("https-cluster-certs");
-    let certs = TestCerts::create(certs_dir.path());
+    let ca = TestCa::new(certs_dir.path(), "ca");
+    let (server, client) = api_certs(&ca);
     let cluster = ClusterFixture::builder("https_cluster")
         .nodes(2)
-        .configure(https_config(&certs, "optional"))
+        .configure(https_config(&ca, &server, &client, "optional"))
         .start()
         .await;
     let p = cluster.wait_primary().await;
@@ -377,7 +386,7 @@ async fn patronictl_and_haproxy_over_https() {
         cluster.node(p).name().to_string(),
         cluster.node(c).name().to_string(),
     );
-    let ca = certs.ca.display().to_string();
+    let ca = ca.cert().display().to_string();
     let haproxy =
         HaproxyFixture::start_with(&cluster, &["--check-ssl", "required", "--ca-file", &ca]);
     let config = std::fs::read_to_string(haproxy.config_path()).unwrap();
@@ -414,19 +423,7 @@ async fn patronictl_and_haproxy_over_https() {
     .await;
     // patronictl posts the switchover to the leader's https api_url, trusting
     // ctl.cacert and presenting ctl.certfile (required for unsafe methods here).
-    let run = ctl
-        .run(&[
-            "switchover",
-            &scope,
-            "--leader",
-            &leader,
-            "--candidate",
-            &cand,
-            "--force",
-        ])
-        .await;
-    run.assert_success()
-        .assert_stdout_contains(&format!("Successfully switched over to \"{cand}\""));
+    ctl.switchover(Some(&scope), &leader, &cand).await;
     assert_eq!(cluster.wait_primary().await, c);
     haproxy
         .wait_up("primary", &[&cand], Duration::from_secs(60))
@@ -440,7 +437,8 @@ async fn patronictl_and_haproxy_over_https() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unusable_certificate_stops_the_start() {
     let certs_dir = TestDir::new("bad-cert-certs");
-    let certs = TestCerts::create(certs_dir.path());
+    let ca = TestCa::new(certs_dir.path(), "ca");
+    let (server, client) = api_certs(&ca);
     let encrypted = certs_dir.path().join("encrypted.key");
     let status = std::process::Command::new("openssl")
         .args([
@@ -452,7 +450,7 @@ async fn an_unusable_certificate_stops_the_start() {
             "pass:secret",
             "-in",
         ])
-        .arg(&certs.server_key)
+        .arg(&server.key)
         .arg("-out")
         .arg(&encrypted)
         .status()
@@ -463,7 +461,7 @@ async fn an_unusable_certificate_stops_the_start() {
     let enc = encrypted.clone();
     let mut cluster = ClusterFixture::builder("bad_cert")
         .nodes(1)
-        .configure(https_config(&certs, "none"))
+        .configure(https_config(&ca, &server, &client, "none"))
         .configure(move |_, cfg| {
             cfg["restapi"]["keyfile"] = json!(enc);
             cfg["restapi"]["keyfile_password"] = json!("not the password");

@@ -13,19 +13,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::ClientConfig;
 use tokio_postgres::config::{ChannelBinding, Host, SslMode};
 use tokio_postgres::Client;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::Credentials;
+use crate::tls::{self, ServerVerifier};
 
 /// Connect with `creds`' TLS settings; the connection runs in a spawned task whose
 /// handle is returned (abort or await it after dropping the client).
@@ -58,13 +53,9 @@ pub async fn connect(
     Ok((client, handle))
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// The rustls client settings for `creds` (read from the files named in it).
 pub fn client_config(creds: &Credentials) -> Result<ClientConfig> {
-    let provider = provider();
+    let provider = Arc::new(tls::provider());
     let mode = creds.sslmode.as_deref().unwrap_or("prefer");
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
         "verify-ca" | "verify-full" => {
@@ -72,30 +63,11 @@ pub fn client_config(creds: &Credentials) -> Result<ClientConfig> {
                 .sslrootcert
                 .as_deref()
                 .context("sslrootcert: required with sslmode verify-ca or verify-full")?;
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("sslrootcert: cannot read {path}"))?
-            {
-                let cert = cert.with_context(|| format!("sslrootcert: {path}"))?;
-                roots
-                    .add(cert)
-                    .with_context(|| format!("sslrootcert: {path}"))?;
-            }
-            let webpki =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .build()
-                    .with_context(|| format!("sslrootcert: {path}"))?;
-            Arc::new(Verify {
-                webpki: Some(webpki),
-                check_name: mode == "verify-full",
-                provider: provider.clone(),
-            })
+            let roots = tls::load_roots(Path::new(path), "sslrootcert")?;
+            ServerVerifier::chain(roots, mode == "verify-full", provider.clone())
+                .with_context(|| format!("sslrootcert: {path}"))?
         }
-        _ => Arc::new(Verify {
-            webpki: None,
-            check_name: false,
-            provider: provider.clone(),
-        }),
+        _ => ServerVerifier::any(provider.clone()),
     };
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -106,83 +78,12 @@ pub fn client_config(creds: &Credentials) -> Result<ClientConfig> {
     let key = creds.sslkey.as_deref().filter(|s| !s.is_empty());
     Ok(match (cert, key) {
         (Some(cert), Some(key)) if Path::new(cert).exists() => {
-            let certs = CertificateDer::pem_file_iter(cert)
-                .with_context(|| format!("sslcert: cannot read {cert}"))?
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("sslcert: {cert}"))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .with_context(|| format!("sslkey: cannot read {key}"))?;
+            let certs = tls::load_certs(Path::new(cert), "sslcert")?;
+            let key = tls::load_key(Path::new(key), "sslkey", "sslpassword", None)?;
             builder
                 .with_client_auth_cert(certs, key)
                 .context("sslcert/sslkey")?
         }
         _ => builder.with_no_client_auth(),
     })
-}
-
-/// libpq's certificate checks: none below `verify-ca`; the chain against
-/// `sslrootcert` for `verify-ca`; chain and host name for `verify-full`.
-/// Handshake signatures are always verified.
-#[derive(Debug)]
-struct Verify {
-    webpki: Option<Arc<WebPkiServerVerifier>>,
-    check_name: bool,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Verify {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(webpki) = &self.webpki else {
-            return Ok(ServerCertVerified::assertion());
-        };
-        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            // webpki checks the name after the chain: a name mismatch means the chain is good
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

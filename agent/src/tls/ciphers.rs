@@ -12,57 +12,82 @@
 use rustls::crypto::CryptoProvider;
 use rustls::{CipherSuite, SupportedCipherSuite};
 
-/// OpenSSL name and keyword tags of each TLS 1.2 suite rustls' `ring` provider has.
-const TLS12: &[(CipherSuite, &str, &[&str])] = &[
-    (
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        &["ECDSA", "aECDSA", "AES", "AES256", "AESGCM", "SHA384"],
-    ),
-    (
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        &["ECDSA", "aECDSA", "AES", "AES128", "AESGCM", "SHA256"],
-    ),
-    (
-        CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        &["ECDSA", "aECDSA", "CHACHA20", "SHA256"],
-    ),
-    (
-        CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        &["RSA", "aRSA", "AES", "AES256", "AESGCM", "SHA384"],
-    ),
-    (
-        CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        &["RSA", "aRSA", "AES", "AES128", "AESGCM", "SHA256"],
-    ),
-    (
-        CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-        "ECDHE-RSA-CHACHA20-POLY1305",
-        &["RSA", "aRSA", "CHACHA20", "SHA256"],
-    ),
+/// The cipher part of TLS 1.2 suites: the tail of OpenSSL's suite name and its
+/// keyword tags.
+struct Cipher {
+    name: &'static str,
+    tags: &'static [&'static str],
+}
+
+const AES256GCM: Cipher = Cipher {
+    name: "AES256-GCM-SHA384",
+    tags: &["AES", "AES256", "AESGCM", "SHA384"],
+};
+const AES128GCM: Cipher = Cipher {
+    name: "AES128-GCM-SHA256",
+    tags: &["AES", "AES128", "AESGCM", "SHA256"],
+};
+const CHACHA20: Cipher = Cipher {
+    name: "CHACHA20-POLY1305",
+    tags: &["CHACHA20", "SHA256"],
+};
+
+/// A TLS 1.2 suite: ECDHE key exchange, `auth` authentication (`ECDSA` or
+/// `RSA`, tags `X` and `aX`), `cipher`.
+struct Suite {
+    suite: CipherSuite,
+    auth: &'static str,
+    cipher: Cipher,
+}
+
+const fn ecdhe(suite: CipherSuite, auth: &'static str, cipher: Cipher) -> Suite {
+    Suite {
+        suite,
+        auth,
+        cipher,
+    }
+}
+
+/// Each TLS 1.2 suite rustls' `ring` provider has.
+#[rustfmt::skip]
+const TLS12: &[Suite] = &[
+    ecdhe(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, "ECDSA", AES256GCM),
+    ecdhe(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "ECDSA", AES128GCM),
+    ecdhe(CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, "ECDSA", CHACHA20),
+    ecdhe(CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384, "RSA", AES256GCM),
+    ecdhe(CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, "RSA", AES128GCM),
+    ecdhe(CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256, "RSA", CHACHA20),
 ];
+
+impl Suite {
+    /// OpenSSL's name.
+    fn openssl_name(&self) -> String {
+        format!("ECDHE-{}-{}", self.auth, self.cipher.name)
+    }
+
+    /// Whether the cipher-list token `token` (without its `!`/`-`/`+`) selects this suite.
+    fn matches(&self, token: &str) -> bool {
+        let name = self.openssl_name();
+        let one = |t: &str| {
+            t.eq_ignore_ascii_case(&name)
+                || self
+                    .suite
+                    .as_str()
+                    .is_some_and(|iana| t.eq_ignore_ascii_case(iana))
+                || t == self.auth
+                || t.strip_prefix('a') == Some(self.auth)
+                || self.cipher.tags.contains(&t)
+                || COMMON.contains(&t)
+        };
+        token.split('+').all(one)
+    }
+}
 
 /// Keywords every suite above has.
 const COMMON: &[&str] = &[
     "ALL", "DEFAULT", "HIGH", "ECDHE", "EECDH", "kECDHE", "kEECDH", "ECDH", "TLSv1.2", "AEAD",
     "FIPS",
 ];
-
-fn matches(token: &str, suite: CipherSuite, name: &str, tags: &[&str]) -> bool {
-    let one = |t: &str| {
-        t.eq_ignore_ascii_case(name)
-            || suite
-                .as_str()
-                .is_some_and(|iana| t.eq_ignore_ascii_case(iana))
-            || tags.contains(&t)
-            || COMMON.contains(&t)
-    };
-    token.split('+').all(one)
-}
 
 /// The suites `provider` should offer under the cipher list `list`: all of its
 /// TLS 1.3 suites and the TLS 1.2 suites the list selects. `Err` says why
@@ -87,10 +112,7 @@ pub fn select_suites(
             b'+' => ('+', &token[1..]),
             _ => (' ', token),
         };
-        for (suite, name, tags) in TLS12 {
-            if !matches(body, *suite, name, tags) {
-                continue;
-            }
+        for Suite { suite, .. } in TLS12.iter().filter(|s| s.matches(body)) {
             match kind {
                 '!' => {
                     banned.push(*suite);
@@ -107,7 +129,7 @@ pub fn select_suites(
         }
     }
     if chosen.is_empty() {
-        let have: Vec<&str> = TLS12.iter().map(|(_, n, _)| *n).collect();
+        let have: Vec<String> = TLS12.iter().map(Suite::openssl_name).collect();
         return Err(format!(
             "`{list}` selects none of the TLS 1.2 cipher suites this build supports ({})",
             have.join(", ")

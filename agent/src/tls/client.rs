@@ -12,14 +12,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, Error, SignatureScheme};
+use rustls::client::danger::ServerCertVerifier;
+use rustls::ClientConfig;
 use serde_json::Value;
 
-use super::{load_certs, load_key, load_roots, provider, TlsError};
+use super::{load_certs, load_key, load_roots, provider, ServerVerifier, TlsError};
 
 /// How to reach members' REST APIs over HTTPS.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -102,12 +99,13 @@ impl ClientSettings {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::new("ctl", e.to_string()))?;
-        let verifier: Arc<dyn ServerCertVerifier> = if !self.insecure {
-            webpki(roots()?, &provider)?
-        } else if self.certfile.is_some() {
-            Arc::new(AnyName(webpki(roots()?, &provider)?))
+        let verifier: Arc<dyn ServerCertVerifier> = if self.insecure && self.certfile.is_none() {
+            ServerVerifier::any(provider.clone())
         } else {
-            Arc::new(NoVerification(provider.clone()))
+            // Insecure with a client certificate: the chain still, not the host name.
+            ServerVerifier::chain(roots()?, !self.insecure, provider.clone()).map_err(|e| {
+                TlsError::new("ctl.cacert", format!("no usable CA certificate: {e}"))
+            })?
         };
         let builder = builder
             .dangerous()
@@ -140,112 +138,6 @@ impl ClientSettings {
     pub fn http_client_builder(&self) -> Result<reqwest::ClientBuilder, TlsError> {
         let cfg = self.build()?;
         Ok(super::http_client_builder().tls_backend_preconfigured(cfg))
-    }
-}
-
-fn webpki(
-    roots: Arc<rustls::RootCertStore>,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Arc<WebPkiServerVerifier>, TlsError> {
-    WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|e| TlsError::new("ctl.cacert", format!("no usable CA certificate: {e}")))
-}
-
-/// Verifies the chain, accepts any host name (insecure with a client certificate).
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// Accepts any server certificate (insecure without a client certificate); the
-/// handshake signatures are still checked.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -1,6 +1,7 @@
 //! TLS with rustls and its `ring` provider: the REST API's server side
-//! ([`server`]) and the client side used for requests to members' REST APIs by
-//! the agent (peers) and agentctl ([`client`]).
+//! ([`server`]), the client side used for requests to members' REST APIs by
+//! the agent (peers) and agentctl ([`client`]), and the server-certificate
+//! checks of every client, postgres connections included ([`verify`]).
 //!
 //! Rule: fail closed. A certificate, key or CA file that cannot be read or used,
 //! an encrypted key, a cipher list that selects nothing: each is an error naming
@@ -17,8 +18,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 mod ciphers;
 pub mod client;
 pub mod server;
+pub mod verify;
 
 pub use ciphers::select_suites;
+pub use verify::ServerVerifier;
 
 /// An error about one configuration key (`restapi.certfile: ...`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
