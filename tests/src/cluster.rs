@@ -691,6 +691,31 @@ impl Node {
         postmaster_pid(&self.data_dir)
     }
 
+    /// The pid of this node's WAL receiver process (a child of its postmaster
+    /// named `walreceiver`), when one runs.
+    pub fn walreceiver_pid(&self) -> Option<i32> {
+        let pm = self.postmaster_pid()?;
+        for e in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid: Option<i32> = stat
+                .rsplit(") ")
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .and_then(|x| x.parse().ok());
+            if ppid != Some(pm) {
+                continue;
+            }
+            let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmd.contains("walreceiver") {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
     fn cleanup(&mut self) {
         self.kill();
         stop_postmaster(&self.data_dir, POSTMASTER_GRACE);

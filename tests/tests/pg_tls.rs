@@ -101,8 +101,25 @@ async fn hostssl_only_cluster_replicates_fails_over_and_rewinds() {
     let mode = std::fs::metadata(&pgpass).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", pgpass.display());
 
-    // Failover, then the old primary rewinds and rejoins, all over TLS.
+    // Failover, then the old primary rewinds and rejoins, all over TLS. The
+    // replica's WAL receiver is frozen while the primary writes one more row, so
+    // the old primary's timeline runs past the promotion point and a rewind is
+    // needed (without it the old primary may end exactly where the new one
+    // forked, and rejoin without one).
+    let wr = cluster
+        .node(r)
+        .walreceiver_pid()
+        .expect("walreceiver of the replica");
+    assert!(agent_tests::proc::signal(
+        wr,
+        nix::sys::signal::Signal::SIGSTOP
+    ));
+    write_row(cluster.node(p), 3).await;
     cluster.node_mut(p).kill_all();
+    assert!(agent_tests::proc::signal(
+        wr,
+        nix::sys::signal::Signal::SIGCONT
+    ));
     let q = wait_for("node1 primary", WAIT, Duration::from_millis(200), || {
         let node = cluster.node(r);
         async move { (is_in_recovery(node).await == Some(false)).then_some(r) }

@@ -204,29 +204,6 @@ async fn strict_mode_blocks_writes_without_a_standby_and_resumes() {
     assert_eq!(rows[0].get::<_, i64>(0), 1);
 }
 
-fn walreceiver_pid(node: &Node) -> Option<i32> {
-    let pm = node.postmaster_pid()?;
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid: Option<i32> = stat
-            .rsplit(") ")
-            .next()
-            .and_then(|r| r.split_whitespace().nth(1))
-            .and_then(|x| x.parse().ok());
-        if ppid != Some(pm) {
-            continue;
-        }
-        let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if cmd.contains("walreceiver") {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_promotes_the_sync_standby_even_if_an_async_one_is_ahead() {
     let mut cluster = ClusterFixture::builder("sync_failover")
@@ -254,7 +231,10 @@ async fn failover_promotes_the_sync_standby_even_if_an_async_one_is_ahead() {
     .unwrap();
     // Freeze the sync standby's WAL receiver: the next commit waits for it, while
     // the async replica receives that commit's WAL and gets ahead.
-    let wr = walreceiver_pid(cluster.node(s)).expect("walreceiver of the sync standby");
+    let wr = cluster
+        .node(s)
+        .walreceiver_pid()
+        .expect("walreceiver of the sync standby");
     agent_tests::proc::signal(wr, nix::sys::signal::Signal::SIGSTOP);
     let port = cluster.node(p).pg_port();
     let pending = tokio::spawn(async move {
@@ -600,7 +580,10 @@ async fn stalled_replica_is_not_admitted_to_sync_nor_promoted() {
     let bname = cluster.node(b).name().to_string();
 
     // Freeze B's WAL receiver; its walsender on the primary stays `streaming`.
-    let wr = walreceiver_pid(cluster.node(b)).expect("walreceiver of the replica");
+    let wr = cluster
+        .node(b)
+        .walreceiver_pid()
+        .expect("walreceiver of the replica");
     assert!(agent_tests::proc::signal(
         wr,
         nix::sys::signal::Signal::SIGSTOP
